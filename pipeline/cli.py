@@ -1,0 +1,190 @@
+"""``mathaug`` command line: build, inspect, and the helpers each part registers (dedup, cache, deploy)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pipeline.funnel import COLUMNS, Funnel
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Verified, deduplicated math SFT data.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+class RichReporter:
+    """A progress bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def stage_started(self, stage: str, total: int) -> None:
+        self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        if stage in self.tasks:
+            self.progress.advance(self.tasks[stage], n)
+
+    def stage_finished(self, stage: str) -> None:
+        if stage in self.tasks:
+            task = self.tasks[stage]
+            self.progress.update(task, completed=self.progress.tasks[task].total)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def funnel_table(funnel: Funnel | dict[str, Any], title: str = "funnel") -> Table:
+    funnel = funnel if isinstance(funnel, Funnel) else Funnel(funnel)
+    rows = funnel.rows()
+    cols = [c for c in COLUMNS if any(r[c] for r in rows)]
+    table = Table(title=title)
+    table.add_column("stage", style="bold")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(row["stage"], *(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in cols))
+    return table
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def build(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    limit: Annotated[int | None, typer.Option(help="use only the first N seed rows")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run in OUT and start over")] = False,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="count and skip malformed seed rows")] = False,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="run the stages in-process without Prefect (no flow run is recorded)")
+    ] = False,
+) -> None:
+    """Build a dataset from RECIPE into OUT (resumes an interrupted build of the same recipe)."""
+    from pipeline.build import BuildError, run_build
+    from pipeline.io.seeds import SeedError
+    from pipeline.recipe import RecipeError, load_recipe
+
+    try:
+        parsed = load_recipe(recipe)
+    except RecipeError as exc:
+        fail(str(exc))
+    try:
+        with progress_bar() as progress:
+            reporter = RichReporter(progress)
+            if direct:
+                result = run_build(parsed, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
+                                   reporter=reporter)
+            else:
+                from flows.build import build_with_flow
+
+                result = build_with_flow(recipe, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
+                                         reporter=reporter)
+    except (SeedError, BuildError, FileNotFoundError) as exc:
+        fail(str(exc))
+    out_console.print(funnel_table(result.funnel, title=f"{parsed.name}: funnel"))
+    resumed = f", {result.resumed_batches} batches resumed from disk" if result.resumed_batches else ""
+    out_console.print(
+        f"[green]wrote {result.rows:,} rows[/] in {len(result.manifest['shards'])} shard(s) to "
+        f"[bold]{result.out_dir / 'data'}[/] in {result.seconds:.1f}s{resumed}"
+    )
+
+
+@app.command()
+def inspect(
+    out: Annotated[Path, typer.Argument(help="a mathaug output directory")],
+    samples: Annotated[int, typer.Option(help="sample rows to show")] = 3,
+) -> None:
+    """Counts per method and verification status, the funnel, and a few sample rows."""
+    from pipeline.io.shards import read_manifest, read_records
+
+    manifest = read_manifest(out)
+    if manifest is None:
+        fail(f"{out}: no manifest.json (not a mathaug output directory)")
+    by_method: Counter[str] = Counter()
+    by_status: Counter[str] = Counter()
+    shown: list[dict[str, Any]] = []
+    seen_methods: set[str] = set()
+    for rec in read_records(out):
+        by_method[rec["method"]] += 1
+        by_status[(rec.get("verification") or {}).get("status") or "none"] += 1
+        if len(shown) < samples and rec["method"] not in seen_methods:
+            shown.append(rec)
+            seen_methods.add(rec["method"])
+    table = Table(title=f"{out}: {sum(by_method.values()):,} rows, run {manifest.get('run_id')}")
+    table.add_column("method")
+    table.add_column("rows", justify="right")
+    for method, n in by_method.most_common():
+        table.add_row(method, f"{n:,}")
+    out_console.print(table)
+    status = Table(title="verification status")
+    status.add_column("status")
+    status.add_column("rows", justify="right")
+    for name, n in by_status.most_common():
+        status.add_row(name, f"{n:,}")
+    out_console.print(status)
+    if manifest.get("funnel"):
+        out_console.print(funnel_table(manifest["funnel"], title="funnel (from manifest)"))
+    for rec in shown:
+        out_console.rule(f"{rec['method']} · {rec['id']}")
+        out_console.print(f"[bold]Q:[/] {rec['question']}", highlight=False)
+        out_console.print(f"[bold]A:[/] {rec.get('solution')}", highlight=False)
+        ver = rec.get("verification") or {}
+        out_console.print(
+            f"[dim]answer={rec.get('answer')!r} verification={ver.get('status')}/{ver.get('method')} "
+            f"parents={rec.get('parent_ids')} source={json.dumps(rec.get('source'))}[/]",
+            highlight=False,
+        )
+
+
+# Parts that own their own commands register them here (each module has ``register(app)``).
+for _module in ("pipeline.dedup.commands", "pipeline.llm.commands", "flows.commands"):
+    try:
+        importlib.import_module(_module).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The Hugging Face dataset card (``README.md`` with YAML front matter) written beside the shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.funnel import COLUMNS, Funnel
+from pipeline.io.shards import atomic_write_bytes
+
+# licence of each seed dataset we know (HF licence identifiers)
+SEED_LICENSES = {"gsm8k": "mit", "math": "mit", "svamp": "mit", "asdiv": "cc-by-nc-4.0"}
+# licences of data a stage mixes into rows
+STAGE_LICENSES = {"persona": "cc-by-nc-sa-4.0"}
+# most restrictive first: the card inherits the most restrictive licence of what went in
+RESTRICTIVENESS = ["other", "cc-by-nc-sa-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "cc-by-sa-3.0", "cc-by-4.0",
+                   "apache-2.0", "mit"]
+
+CITATIONS = {
+    "seed": "Cobbe et al. 2021, Training Verifiers to Solve Math Word Problems (GSM8K), arXiv:2110.14168; "
+    "Hendrycks et al. 2021, Measuring Mathematical Problem Solving With the MATH Dataset, arXiv:2103.03874",
+    "symbolic": "Mirzadeh et al. 2024, GSM-Symbolic, arXiv:2410.05229",
+    "entity_swap": "Karim et al. 2025, Lost in Cultural Translation, arXiv:2503.18018",
+    "persona": "Ge et al. 2024, Scaling Synthetic Data Creation with 1,000,000,000 Personas (PersonaHub), "
+    "arXiv:2406.20094; Luo et al. 2024, PersonaMath, arXiv:2410.01504",
+}
+
+
+def _license(recipe: Any, methods: list[str]) -> str:
+    if recipe.output.license:
+        return recipe.output.license
+    found = {SEED_LICENSES.get((s.name or s.format).lower(), "other") for s in recipe.seeds}
+    found |= {STAGE_LICENSES[m] for m in methods if m in STAGE_LICENSES}
+    return min(found, key=lambda lic: RESTRICTIVENESS.index(lic) if lic in RESTRICTIVENESS else 0)
+
+
+def _size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "1M<n<10M"
+
+
+def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> str:
+    methods = manifest.get("methods", [])
+    split = manifest.get("split", "train")
+    front = {
+        "license": _license(recipe, methods),
+        "language": ["en"],
+        "task_categories": ["text-generation", "question-answering"],
+        "tags": ["math", "synthetic", "sft", "mathaug", *methods],
+        "size_categories": [_size_category(manifest.get("rows", 0))],
+        "configs": [{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
+    }
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
+    lines += [f"# {recipe.name}", ""]
+    if recipe.description:
+        lines += [recipe.description.strip(), ""]
+    lines += [
+        f"Built with [mathaug](https://github.com/) {manifest.get('mathaug_version', '')}: "
+        f"{manifest.get('rows', 0)} rows in {len(manifest.get('shards', []))} shard(s), run `{manifest.get('run_id')}`,"
+        f" recipe hash `{manifest.get('recipe_hash')}`. Every row was verified, deduplicated (exact + MinHash LSH)"
+        " and decontaminated against "
+        + ", ".join(recipe.decontaminate.benchmarks if recipe.decontaminate.enabled else ["(disabled)"])
+        + ".",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("parquet", data_dir="PATH/TO/THIS/DIR/data", split="train")',
+        'print(ds[0]["messages"])  # chat-format SFT pairs',
+        "```",
+        "",
+        "## Funnel",
+        "",
+    ]
+    cols = ["stage", *[c for c in COLUMNS if any(r[c] for r in funnel.rows())]]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for row in funnel.rows():
+        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    lines += ["", "## Methods", ""]
+    for method in methods:
+        lines.append(f"- `{method}`: {CITATIONS.get(method, 'see mathaug docs')}")
+    lines += [
+        "",
+        "## Fields",
+        "",
+        "See `pipeline/records.py` in mathaug: `id` (content hash), `question`, `solution`, `answer`, `messages`,"
+        " `source`, `parent_ids`, `method`, `method_params`, `persona`, `concepts`, `difficulty`, `trajectory`,"
+        " `verification`, `generator`, `dedup`, `run_id`, `created_at`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(out_dir: Path, recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> Path:
+    path = Path(out_dir) / "README.md"
+    atomic_write_bytes(path, render_card(recipe, manifest, funnel).encode())
+    return path
