@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -77,7 +78,7 @@ def funnel_table(funnel: Funnel | dict[str, Any], title: str = "funnel") -> Tabl
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -87,6 +88,10 @@ def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
     limit: Annotated[int | None, typer.Option(help="use only the first N seed rows")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run in OUT and start over")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="continue the run already in OUT (default); --no-resume refuses one"),
+    ] = True,
     skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="count and skip malformed seed rows")] = False,
     direct: Annotated[
         bool, typer.Option("--direct", help="run the stages in-process without Prefect (no flow run is recorded)")
@@ -106,12 +111,12 @@ def build(
             reporter = RichReporter(progress)
             if direct:
                 result = run_build(parsed, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
-                                   reporter=reporter)
+                                   reporter=reporter, resume=resume)
             else:
                 from flows.build import build_with_flow
 
                 result = build_with_flow(recipe, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
-                                         reporter=reporter)
+                                         reporter=reporter, resume=resume)
     except (SeedError, BuildError, FileNotFoundError) as exc:
         fail(str(exc))
     out_console.print(funnel_table(result.funnel, title=f"{parsed.name}: funnel"))

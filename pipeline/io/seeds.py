@@ -89,7 +89,8 @@ def gsm8k_gold(solution: str) -> str | None:
 # --------------------------------------------------------------------------------------------------- raw rows
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | SeedError]]:
+    """Rows by line; a bad line is yielded as its ``SeedError`` so the caller can skip it and go on."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -97,9 +98,11 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SeedError(str(path), lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                yield lineno, SeedError(str(path), lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
             if not isinstance(row, dict):
-                raise SeedError(str(path), lineno, None, f"expected a JSON object, got {type(row).__name__}")
+                yield lineno, SeedError(str(path), lineno, None, f"expected a JSON object, got {type(row).__name__}")
+                continue
             yield lineno, row
 
 
@@ -149,7 +152,7 @@ def _iter_hf(spec: SeedSpec) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, dict(row)
 
 
-def _raw_rows(spec: SeedSpec, path: Path | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _raw_rows(spec: SeedSpec, path: Path | None) -> Iterator[tuple[int, dict[str, Any] | SeedError]]:
     if spec.format == "hf":
         return _iter_hf(spec)
     assert path is not None
@@ -258,6 +261,8 @@ def load_seeds(
     records: list[dict[str, Any]] = []
     for line, row in _raw_rows(spec, path):
         try:
+            if isinstance(row, SeedError):
+                raise row
             records.append(seed_record(spec, label, line, row))
         except SeedError as exc:
             if not skip_bad_rows:

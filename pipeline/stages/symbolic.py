@@ -18,6 +18,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,7 +121,7 @@ def format_number(value: Fraction, like: str | None = None, max_decimals: int = 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Literal:
     start: int
     end: int
@@ -128,25 +129,36 @@ class Literal:
     value: Fraction
 
 
-def expr_literals(expr: str) -> list[Literal]:
-    return [
+@lru_cache(maxsize=65536)
+def _literals(expr: str) -> tuple[Literal, ...]:
+    return tuple(
         Literal(m.start(), m.end(), m.group(0), parse_number(m.group(0)))
         for m in re.finditer(r"\d+(?:\.\d+)?|\.\d+", expr.replace(",", "\x00"))
-    ]
+    )
 
 
-def evaluate(expr: str, values: list[Fraction]) -> Fraction:
-    """Evaluate ``expr`` exactly, its i-th number literal replaced by ``values[i]``."""
-    literals = expr_literals(expr)
-    if len(literals) != len(values):
-        raise ValueError("literal count mismatch")
+def expr_literals(expr: str) -> list[Literal]:
+    return list(_literals(expr))
+
+
+@lru_cache(maxsize=65536)
+def _compiled(expr: str) -> tuple[int, ast.Expression]:
+    """The expression's AST with its i-th literal replaced by the name ``_v{i}`` (parsed once, drawn often)."""
+    literals = _literals(expr)
     src, offset = expr, 0
     for i, lit in enumerate(literals):
         name = f"_v{i}"
         src = src[: lit.start + offset] + name + src[lit.end + offset :]
         offset += len(name) - (lit.end - lit.start)
     src = src.replace("x", "*").replace("×", "*").replace("÷", "/")
-    tree = ast.parse(src.strip(), mode="eval")
+    return len(literals), ast.parse(src.strip(), mode="eval")
+
+
+def evaluate(expr: str, values: list[Fraction]) -> Fraction:
+    """Evaluate ``expr`` exactly, its i-th number literal replaced by ``values[i]``."""
+    count, tree = _compiled(expr)
+    if count != len(values):
+        raise ValueError("literal count mismatch")
 
     def ev(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Expression):
@@ -316,11 +328,13 @@ def build_template(question: str, solution: str) -> Template:
                 step.refs.append(("const", value))
         steps.append(step)
 
-    answer_steps = [j for j, s in enumerate(steps) if s.result == gold]
-    if answer_steps:
-        answer_ref: tuple[str, int] = ("step", answer_steps[-1])
-    else:
-        raise TemplateError("answer_not_in_chain")
+    # the answer must be the last computed value: an answer that equals an earlier step is either a coincidence
+    # or picked by a comparison ("the faster route"), and a new draw can flip the comparison
+    if steps[-1].result != gold:
+        raise TemplateError("answer_not_last_step")
+    if re.search(r"[<>≤≥]", ANNOTATION.sub("", solution)):
+        raise TemplateError("comparison_in_solution")
+    answer_ref: tuple[str, int] = ("step", len(steps) - 1)
     if not used_vars:
         raise TemplateError("no_variables_in_chain")
     # variables the chain does not use stay as they are
