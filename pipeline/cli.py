@@ -64,14 +64,19 @@ def progress_bar() -> Progress:
     )
 
 
+SHORT = {"generated": "gen", "rejected": "rej", "verified": "ver", "failed": "fail", "duplicates": "dup",
+         "contaminated": "contam", "requests": "req", "cache_hits": "cached", "tokens_in": "tok in",
+         "tokens_out": "tok out", "seconds": "sec"}
+
+
 def funnel_table(funnel: Funnel | dict[str, Any], title: str = "funnel") -> Table:
     funnel = funnel if isinstance(funnel, Funnel) else Funnel(funnel)
     rows = funnel.rows()
     cols = [c for c in COLUMNS if any(r[c] for r in rows)]
-    table = Table(title=title)
-    table.add_column("stage", style="bold")
+    table = Table(title=title, caption="gen=generated rej=rejected ver=verified dup=duplicates contam=contaminated")
+    table.add_column("stage", style="bold", no_wrap=True)
     for col in cols:
-        table.add_column(col, justify="right")
+        table.add_column(SHORT.get(col, col), justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row["stage"], *(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in cols))
     return table
@@ -148,7 +153,8 @@ def inspect(
         if len(shown) < samples and rec["method"] not in seen_methods:
             shown.append(rec)
             seen_methods.add(rec["method"])
-    table = Table(title=f"{out}: {sum(by_method.values()):,} rows, run {manifest.get('run_id')}")
+    out_console.print(f"[bold]{out}[/]: {sum(by_method.values()):,} rows · run {manifest.get('run_id')}")
+    table = Table(title="rows per method")
     table.add_column("method")
     table.add_column("rows", justify="right")
     for method, n in by_method.most_common():
@@ -161,7 +167,13 @@ def inspect(
         status.add_row(name, f"{n:,}")
     out_console.print(status)
     if manifest.get("funnel"):
-        out_console.print(funnel_table(manifest["funnel"], title="funnel (from manifest)"))
+        funnel = Funnel(manifest["funnel"])
+        out_console.print(funnel_table(funnel, title="funnel (from manifest)"))
+        for stage in funnel.stages():
+            reasons = sorted(funnel.reasons(stage).items(), key=lambda kv: -kv[1])
+            if reasons:
+                shown_reasons = ", ".join(f"{k}={v:,}" for k, v in reasons[:8])
+                out_console.print(f"[dim]{stage} rejected: {shown_reasons}[/]", highlight=False)
     for rec in shown:
         out_console.rule(f"{rec['method']} · {rec['id']}")
         out_console.print(f"[bold]Q:[/] {rec['question']}", highlight=False)

@@ -90,3 +90,16 @@ def test_skip_bad_rows_counts_them(tmp_path):
     recs = load_seeds(SeedSpec(format="gsm8k", path=str(path)), skip_bad_rows=True, report=report)
     assert len(recs) == 2 and report.skipped == 2
     assert "s.jsonl:2" in report.errors[0]
+
+
+def test_hf_spec_through_datasets(tmp_path):
+    rows = [{"problem": "What is 6*7?", "sol": "6*7=42, so \\boxed{42}."}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    spec = SeedSpec(
+        format="hf",
+        hf={"path": "parquet", "data_files": str(tmp_path / "train.parquet"), "cache_dir": str(tmp_path / "c")},
+        fields={"question": "problem", "solution": "sol"},
+        name="local-hf",
+    )
+    recs = load_seeds(spec)
+    assert recs[0]["answer"] == "42" and recs[0]["source"]["dataset"] == "local-hf"

@@ -59,7 +59,7 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> str:
     if recipe.description:
         lines += [recipe.description.strip(), ""]
     lines += [
-        f"Built with [mathaug](https://github.com/) {manifest.get('mathaug_version', '')}: "
+        f"Built with mathaug {manifest.get('mathaug_version', '')}: "
         f"{manifest.get('rows', 0)} rows in {len(manifest.get('shards', []))} shard(s), run `{manifest.get('run_id')}`,"
         f" recipe hash `{manifest.get('recipe_hash')}`. Every row was verified, deduplicated (exact + MinHash LSH)"
         " and decontaminated against "
