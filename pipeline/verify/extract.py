@@ -1,0 +1,381 @@
+"""Find the final answer a model committed to in free text.
+
+Every explicit commitment is a candidate: `\\boxed{}` / `\\fbox{}` (nested braces), GSM8K `#### N`, Minerva
+"Final Answer: The final answer is $X$. I hope it is correct.", "the answer is X" in several languages. The
+latest one in the text wins, so a revision ("wait ... so the answer is 14") beats an earlier box. A code
+block's printed output is used only when nothing else was committed. No commitment, a hedge between values,
+or a truncated output give None: the extractor never guesses (no "last number in the text" fallback).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ANSWER_CHARS = 300
+MAX_PHRASE_WINDOWS = 40
+
+
+@dataclass(frozen=True)
+class Candidate:
+    start: int
+    end: int
+    text: str
+    kind: str  # box | phrase | hashes | output
+
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])(?:\[[^\]]*\])?")
+_HASHES_RE = re.compile(r"^\s*####\s*(.+?)\s*$", re.M)
+_MINERVA_RE = re.compile(r"final answer is\s*\$(.+?)\$\s*\.?\s*I hope it is correct", re.I | re.S)
+
+_EN = (
+    r"(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|would\s+be\b|should\s+be\b|will\s+be\b|equals\b|=|:)"
+    r"|(?:^|\n)\s*[#*_ ]*(?:final\s+)?answer[*_ ]*\s*[:：]"
+    r"|final\s+answer\s*[:：]?\s*(?=\$|\\\(|\\\[|\\boxed)"
+    r"|(?:^|\n)\s*[#*_ ]*final\s+answer[*_ ]*[ \t]*\n"
+    r"|correct\s+(?:option|choice)\s+is|answer\s+(?:option|choice)\s+is"
+)
+_OTHER = (
+    r"la\s+respuesta(?:\s+final)?\s+es|respuesta(?:\s+final)?\s*:"
+    r"|la\s+r[ée]ponse(?:\s+finale)?\s+est|r[ée]ponse(?:\s+finale)?\s*:"
+    r"|die\s+(?:endg[üu]ltige\s+)?antwort\s+(?:ist|lautet)|antwort\s*:"
+    r"|la\s+risposta(?:\s+finale)?\s+[èe]|risposta(?:\s+finale)?\s*:"
+    r"|a\s+resposta(?:\s+final)?\s+[ée]|resposta(?:\s+final)?\s*:"
+    r"|het\s+antwoord\s+is|antwoord\s*:"
+    r"|(?:окончательный\s+)?ответ\s*(?::|—|-|равен|будет)"
+    r"|jawaban(?:nya)?(?:\s+akhir)?\s*(?:adalah|:)"
+    r"|đáp\s+án\s*(?:là|:)|câu\s+trả\s+lời\s*(?:là|:)"
+    r"|cevap\s*(?::|is)|yan[ıi]t\s*:"
+    r"|(?:最终)?答案(?:是|为|為|:|：)|答えは|答え\s*[:：]|解答\s*[:：]"
+    r"|정답은|답은|정답\s*[:：]|답\s*[:：]"
+    r"|उत्तर\s+है|الإجابة\s+هي"
+)
+_PHRASE_RE = re.compile(r"(?:" + _EN + "|" + _OTHER + r")[ \t]*[*_]*[ \t]*(?:[:：][ \t]*)?", re.I)
+_NOT_A_COMMITMENT_RE = re.compile(
+    r"(?:\bif|\bwhether|\bsuppose|\bassume|\bassuming|\bcheck|\bverify|\bcheck\s+that|\bsure)\s+(?:\w+\s+){0,3}$",
+    re.I,
+)
+_JUDGEMENT_RE = re.compile(
+    r"^(?:not\b|correct|incorrect|right|wrong|indeed|consistent|reasonable|valid|invalid|plausible|"
+    r"as\s+follows|below|above|the\s+same|yes,|no,|that\b|this\b|in\s+the\b|given\s+by|found|clear|"
+    r"obtained|calculated|computed|determined|unknown|to\b|in\b|also\b|still\b|now\b|then\b)",
+    re.I,
+)
+_HEDGE_RE = re.compile(
+    r"\b(?:not\s+(?:sure|certain)|unsure|uncertain|or\s+(?:maybe|possibly|perhaps)|either\b|might\s+be|"
+    r"could\s+(?:also\s+)?be|can't\s+decide|cannot\s+decide|probably)\b",
+    re.I,
+)
+_STRONG_HEDGE_RE = re.compile(r"\b(?:not\s+(?:sure|certain)|unsure|or\s+(?:maybe|possibly|perhaps))\b", re.I)
+_REVISION_RE = re.compile(
+    r"\b(?:wait|hold\s+on|hmm+|actually|let\s+me\s+re-?(?:check|compute|calculate|do|examine|consider)|mistake|"
+    r"recalculate|re-?evaluate|that'?s\s+(?:not\s+right|wrong))\b",
+    re.I,
+)
+_FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[ \t]*\n(.*?)```", re.S)
+# Footnote markers after an answer: "42 [1]", "42[^1]", "42†", "42*", "42.¹" (a bare "x²" is an exponent).
+_FOOTNOTE_RE = re.compile(r"(?:\s*(?:\[\^?\d+\]|\[[a-z]\]|†|‡|\*+)|(?<=[.,;:!?)\s])[¹²³⁴⁵⁶⁷⁸⁹⁰]+)+$")
+_VALUE_OR_VALUE_RE = re.compile(r"^\$?-?[\d.,/\\{}a-z]+\$?\s+or\s+\$?-?[\d.,/\\{}a-z]+\$?$", re.I)
+
+
+def _match_brace(text: str, open_pos: int) -> int | None:
+    """Index just past the `}` closing the `{` at open_pos (respecting nesting and `\\{`), or None."""
+    depth = 0
+    i = open_pos
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def _boxes(text: str) -> tuple[list[Candidate], int | None]:
+    """All boxed answers, and the position of an unclosed box (a truncated output) if any."""
+    out: list[Candidate] = []
+    unclosed = None
+    for m in _BOX_RE.finditer(text):
+        j = m.end()
+        while j < len(text) and text[j] in " \t":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            end = _match_brace(text, j)
+            if end is None:
+                unclosed = m.start()
+                continue
+            out.append(Candidate(m.start(), end, text[j + 1 : end - 1], "box"))
+        elif j > m.end():  # `\boxed 5`
+            tok = re.match(r"[^\s$]+", text[j:])
+            if tok:
+                out.append(Candidate(m.start(), j + tok.end(), tok.group(0).rstrip(".,;"), "box"))
+    return out, unclosed
+
+
+def _find_closer(rest: str, closer: str, pos: int) -> int:
+    """Position of the math-mode closer, skipping escaped dollars (`\\$`); -1 if there is none."""
+    while True:
+        close = rest.find(closer, pos)
+        if close < 0 or not (closer.startswith("$") and rest[close - 1] == "\\"):
+            return close
+        pos = close + 1
+
+
+def _span_after(text: str, start: int) -> tuple[str, int] | None:
+    """The answer that follows a phrase like "the answer is": a math span, or the rest of the sentence."""
+    rest = text[start : start + 2000]
+    m = re.match(r"\s*(\$\$|\$|\\\(|\\\[)", rest)
+    if m:
+        closer = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}[m.group(1)]
+        close = _find_closer(rest, closer, m.end())
+        if close >= 0:  # otherwise a lone `$` is a currency sign: read the sentence
+            inner = rest[m.end() : close]
+            tail = rest[close + len(closer) :]
+            unit = re.match(r"[ \t]*([A-Za-z][A-Za-z ]{0,20}?)(?=[.,;!?\n]|$)", tail)
+            if unit and not re.match(
+                r"\s*(?:and|or|because|since|which|so|as|for|if|when|but)\b", unit.group(1)
+            ):
+                inner = f"{inner} {unit.group(1)}"
+            return inner, start + close + len(closer)
+    if re.match(r"\s*\\boxed", rest):
+        return None  # the box itself is a candidate
+    lead = len(rest) - len(rest.lstrip())
+    start += lead
+    rest = rest[lead:]
+    line = rest.split("\n", 1)[0][: MAX_ANSWER_CHARS + 100]
+    cut = len(line)
+    for pat in (
+        r"\.(?=\s|$)",
+        r"。",
+        r"[,;]\s*(?:so|because|since|which|as|and\s+(?:this|that|the|we|so)|where|given|therefore|thus|hence|"
+        r"I|I'm|but|although|though|maybe|perhaps|probably|or\s+maybe)\b",
+        r"\s+(?:because|since|which|as\s+(?:the|we|it|this)|so\s+that|given\s+that|\(since|\(because)\b",
+        r"\s+\(",
+        r"!",
+        r"\?",
+        r"\s*(?:です|입니다|이다)",
+    ):
+        m2 = re.search(pat, line)
+        if m2 and m2.start() < cut:
+            cut = m2.start()
+    answer = line[:cut]
+    return answer, start + cut
+
+
+_OPTION_CORRECT_RE = re.compile(
+    r"\b(?:option|choice|answer)\s*\(?\s*([A-E])\s*\)?\s+is\s+(?:the\s+)?(?:correct|right)\b"
+    r"|\(([A-E])\)\s+is\s+(?:the\s+)?(?:correct|right)\b"
+)
+_SENTENCE_ANSWER_RE = re.compile(
+    r"^(?:the|so|thus|therefore|hence)\b[^=\n]{0,60}?\b(?:is|are|equals|was|will\s+be)\s+(.+)$", re.I
+)
+
+
+# Every phrase contains one of these words; the phrase regex only runs in windows around them (speed).
+_ANCHORS = (
+    "answer", "respuesta", "réponse", "reponse", "antwort", "risposta", "resposta", "antwoord", "ответ",
+    "jawaban", "đáp án", "câu trả lời", "cevap", "yanıt", "yanit", "答案", "答え", "解答", "답", "उत्तर", "الإجابة",
+    "option", "choice",
+)  # fmt: skip
+
+
+def _phrase_matches(text: str) -> list[re.Match[str]]:
+    lower = text.lower()
+    windows: list[tuple[int, int]] = []
+    for anchor in _ANCHORS:
+        i = lower.find(anchor)
+        while i >= 0:
+            windows.append((max(0, i - 40), min(len(text), i + len(anchor) + 30)))
+            i = lower.find(anchor, i + 1)
+    if not windows:
+        return []
+    windows.sort()
+    merged = [windows[0]]
+    for lo, hi in windows[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    # Only the latest commitments can win: look at the last windows only (bounded work on any input).
+    return [m for lo, hi in merged[-MAX_PHRASE_WINDOWS:] for m in _PHRASE_RE.finditer(text, lo, hi)]
+
+
+def _phrases(text: str) -> list[Candidate]:
+    if not re.search(r"option|choice|answer", text, re.I):
+        out: list[Candidate] = []
+    else:
+        out = [
+            Candidate(m.start(), m.end(), f"({m.group(1) or m.group(2)})", "phrase")
+            for m in _OPTION_CORRECT_RE.finditer(text)
+        ]
+    for m in _phrase_matches(text)[-MAX_PHRASE_WINDOWS:]:  # the latest commitments are the ones that count
+        before = text[max(0, m.start() - 40) : m.start()]
+        if _NOT_A_COMMITMENT_RE.search(before):
+            continue
+        span = _span_after(text, m.end())
+        if span is None:
+            continue
+        answer, end = span
+        if not answer.strip() or _JUDGEMENT_RE.match(answer.strip()):
+            continue
+        sentence = _SENTENCE_ANSWER_RE.match(answer.strip())
+        if sentence:  # "Answer: The total is 5" -> "5"
+            answer = sentence.group(1)
+        out.append(Candidate(m.start(), end, answer, "phrase"))
+    return out
+
+
+def _outputs(text: str) -> list[Candidate]:
+    """Printed output of code: a fenced `output` block, or a plain fenced block right after a python block."""
+    out = []
+    prev_lang = ""
+    prev_end = -1
+    for m in _FENCE_RE.finditer(text):
+        lang = m.group(1).lower()
+        is_output = lang in ("output", "text", "stdout", "console") or (
+            lang == ""
+            and prev_lang in ("python", "py")
+            and not re.sub(r"[\s:]|[Oo]utput", "", text[prev_end : m.start()])
+        )
+        prev_lang, prev_end = lang, m.end()
+        if not is_output:
+            continue
+        lines = [ln.strip() for ln in m.group(2).strip().splitlines() if ln.strip()]
+        if (
+            lines
+            and len(lines[-1]) <= 100
+            and not re.match(r"(?:Traceback|File |\w*(?:Error|Exception)\b)", lines[-1])
+        ):
+            out.append(Candidate(m.start(), m.end(), lines[-1], "output"))
+    return out
+
+
+def _merge_final_boxes(text: str, boxes: list[Candidate]) -> str | None:
+    """`\\boxed{3} and \\boxed{5}` at the end -> `3, 5`; `\\boxed{3} or \\boxed{4}` is a hedge -> None."""
+    group = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        between = text[prev.end : group[0].start]
+        if len(between) > 40 or not re.fullmatch(
+            r"[\s$,;.]*(?:\\\)|\\\]|\\\(|\\\[)?[\s$,;]*(?:(?:and|or|&|\\quad|\\text\{\s*(?:and|or)\s*\})?[\s$,;]*)"
+            r"(?:\\\(|\\\[|\$)?\s*(?:[a-zA-Z](?:_\d)?\s*=\s*)?(?:\\\(|\\\[|\$)?\s*",
+            between,
+        ):
+            break
+        group.insert(0, prev)
+    if len(group) == 1:
+        return group[0].text
+    joins = [text[a.end : b.start] for a, b in zip(group, group[1:], strict=False)]
+    if any(re.search(r"\bor\b", j) for j in joins) and not all(re.search(r"=", j) for j in joins):
+        # "\boxed{15\frac{39}{40}} or \boxed{\frac{639}{40}}" restates one value; different values are a hedge
+        return group[-1].text if _all_equal([b.text for b in group]) else None
+    values = [b.text.strip() for b in group]
+    if len(set(values)) == 1:
+        return values[0]
+    return ", ".join(values)
+
+
+def _all_equal(values: list[str]) -> bool:
+    """Whether several boxed values are one number written differently (exact check, no sympy)."""
+    from .compare import scalar_verdict
+    from .parse import ParseError, parse_answer
+
+    try:
+        trees = [parse_answer(v) for v in values]
+    except (ParseError, RecursionError):
+        return False
+    return all(scalar_verdict(t, trees[0])[0] is True for t in trees[1:])
+
+
+def _clean(answer: str) -> str | None:
+    s = answer.strip()
+    s = re.sub(r"^[*_\s]+|[*_\s]+$", "", s)
+    s = _FOOTNOTE_RE.sub("", s).strip()
+    s = re.sub(
+        r"^(?:approximately|approx\.?|about|around|roughly|exactly|≈|\\approx|is)\s+", "", s, flags=re.I
+    )
+    s = re.sub(r"^[:=：]\s*", "", s)
+    s = s.strip()
+    if s.endswith(".") and not s.endswith("..."):
+        s = s[:-1].rstrip()
+    s = s.strip("*_ ").strip()
+    if s.startswith("$") and s.endswith("$") and len(s) > 1:
+        s = s.strip("$").strip()
+    elif s.startswith("$") and s.count("$") == 1:  # a currency sign: "$12"
+        s = s[1:].strip()
+    if not s or len(s) > MAX_ANSWER_CHARS:
+        return None
+    return s
+
+
+def _looks_truncated(tail: str) -> bool:
+    """After the last answer the text starts revising and stops mid-way (no closing punctuation)."""
+    stripped = tail.rstrip()
+    if not stripped:
+        return False
+    if not _REVISION_RE.search(tail):
+        return False
+    return not re.search(r"(?:[.!?)\]}$]|```|\\\]|\\\))\s*$", stripped)
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer committed to in a model output, or None (no answer, hedge, truncated output)."""
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer expects str, got {type(text).__name__}")
+    if not text.strip():
+        return None
+    boxes, unclosed = _boxes(text)
+    cands: list[Candidate] = list(boxes)
+    cands += [Candidate(m.start(), m.end(), m.group(1), "hashes") for m in _HASHES_RE.finditer(text)]
+    cands += [Candidate(m.start(1), m.end(), m.group(1), "phrase") for m in _MINERVA_RE.finditer(text)]
+    cands += _phrases(text)
+    if not cands:
+        outputs = _outputs(text)
+        if not outputs or unclosed is not None:
+            return None
+        last = outputs[-1]
+        if _looks_truncated(text[last.end :]):
+            return None
+        return _clean(last.text)
+    if boxes:  # words after the final box ("the answer is reasonable") do not replace it
+        last_box = boxes[-1]
+        cands = [
+            c for c in cands if c.kind == "box" or c.start < last_box.start or re.search(r"[\d\\^=]", c.text)
+        ]
+    # The latest commitment wins; a box and the phrase that introduces it end together, prefer the box.
+    best = max(cands, key=lambda c: (c.end, c.kind == "box", c.start))
+    inner_boxes = [b for b in boxes if b.start >= best.start and b.end <= best.end]
+    if best.kind != "box" and inner_boxes:
+        best = inner_boxes[-1]
+    if unclosed is not None and unclosed > best.start:
+        return None
+    tail = text[best.end :]
+    if _looks_truncated(tail):
+        return None
+    if best.kind == "box":
+        merged = _merge_final_boxes(text, [b for b in boxes if b.end <= best.end])
+        if merged is None:
+            return None
+        answer = merged
+    else:
+        answer = best.text
+        stripped = answer.strip().strip("$").strip()
+        if _VALUE_OR_VALUE_RE.match(stripped) and not re.search(r"=", stripped):
+            return None  # "the answer is 12 or 13"
+    context = text[max(0, best.start - 60) : min(len(text), best.end + 60)]
+    sentence_after = re.split(r"(?<=[.!?])\s|\n", text[best.end : best.end + 120], maxsplit=1)[0]
+    hedged = (
+        _HEDGE_RE.search(sentence_after)
+        or best.kind != "box"
+        and _HEDGE_RE.search(best.text)
+        or _STRONG_HEDGE_RE.search(text[best.end : best.end + 50])
+    )
+    if hedged or re.search(r"answer\s+is\s+either\b", context, re.I):
+        return None
+    return _clean(answer)
