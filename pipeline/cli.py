@@ -66,7 +66,7 @@ def progress_bar() -> Progress:
 
 SHORT = {"generated": "gen", "rejected": "rej", "verified": "ver", "failed": "fail", "duplicates": "dup",
          "contaminated": "contam", "requests": "req", "cache_hits": "cached", "tokens_in": "tok in",
-         "tokens_out": "tok out", "seconds": "sec"}
+         "tokens_out": "tok out", "tokens_per_s": "tok/s", "seconds": "sec"}
 
 
 def funnel_table(funnel: Funnel | dict[str, Any], title: str = "funnel") -> Table:

@@ -3,8 +3,9 @@
 One ``Funnel`` per build. Keys are free-form but these are the ones every report knows, in display order:
 ``in`` (rows a stage read), ``generated`` (rows it made), ``rejected`` (candidates it threw away; the reasons go
 under ``rejected:<reason>``), ``verified``, ``failed`` (failed verification), ``duplicates``, ``contaminated``,
-``kept`` (rows in the final shards), and model accounting: ``requests``, ``cache_hits``, ``tokens_in``,
-``tokens_out``, ``seconds``.
+``kept`` (rows in the final shards), ``seconds`` (stage wall time), and model accounting: ``requests``,
+``cache_hits``, ``tokens_in``, ``tokens_out``, ``llm_seconds`` (time spent waiting on models) and the derived
+``tokens_per_s`` (``tokens_out / llm_seconds``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COLUMNS = (
     "cache_hits",
     "tokens_in",
     "tokens_out",
+    "tokens_per_s",
     "seconds",
 )
 
@@ -80,10 +82,18 @@ class Funnel:
                 if col != "in":
                     total[col] += value
             table.append(row)
+            row["tokens_per_s"] = self._rate(self.get(stage, "tokens_out"), self.get(stage, "llm_seconds"))
         if table:
             total_row: dict[str, Any] = {"stage": "total"}
             for col in COLUMNS:
                 value = total.get(col, 0) if col != "in" else self.get(table[0]["stage"], "in")
                 total_row[col] = int(value) if float(value).is_integer() else round(value, 2)
+            total_row["tokens_per_s"] = self._rate(
+                total.get("tokens_out", 0), sum(self.get(stage, "llm_seconds") for stage in self._data)
+            )
             table.append(total_row)
         return table
+
+    @staticmethod
+    def _rate(tokens: float, seconds: float) -> float:
+        return round(tokens / seconds, 1) if seconds else 0

@@ -1,0 +1,244 @@
+"""Persona stage logic with a scripted teacher (OpenAI protocol on loopback): which rewrites are kept, the
+reflection pass, PersonaHub mode, determinism, and that editing one template re-sends only its requests."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.funnel import Funnel
+from pipeline.llm import ModelConfig, ModelPool, cache_stats
+from pipeline.records import make_record
+from pipeline.stages import StageContext, get_stage
+from pipeline.stages.persona import Params, clean_problem, load_personas, numbers_in, run
+from pipeline.verify import answers_match, extract_answer
+from tests.fixtures.scripted_openai import ScriptedOpenAIServer
+
+SEEDS = {
+    "Ann has 3 apples and buys 4 more. How many apples does she have?": "7",
+    "HARD: Bob has 10 pens and gives away 4. How many pens are left?": "6",
+    "NOANS: Cy packs 12 eggs into boxes of 6. How many boxes?": "2",
+    "SPLIT: Di reads 5 pages a day for 3 days. How many pages?": "15",
+    "DROP: Ed walks 2 km a day for 7 days. How far does he walk?": "14",
+}
+
+
+def teacher(body: dict[str, Any], i: int) -> str:
+    """Deterministic stand-in for a teacher model, keyed on the shipped templates' wording."""
+    user = body["messages"][-1]["content"]
+    if user.startswith("Persona:"):
+        persona = user.split("\n", 1)[0].removeprefix("Persona: ")
+        question = user.split("Original problem:\n", 1)[1].split("\n\nRewrite the problem", 1)[0]
+        if question.startswith("DROP"):
+            return "Rewritten problem: a walk, told without its numbers."
+        return f"Rewritten problem: For {persona}: {question}"
+    if user.startswith("Create a math problem"):
+        persona = user.split("\n\n", 2)[1]
+        if "gambler" in persona:
+            return "Math problem: SPLIT: a gambler rolls 2 dice 3 times. What is the total?"
+        return f"Math problem: {persona} stacks 12 boxes of 3 items. How many items?"
+    if user.startswith("Problem:"):
+        gold = re.search(r"The correct final answer is (.+?)\. Find", user).group(1)  # type: ignore[union-attr]
+        return f"The earlier step was wrong. Corrected: ... so \\boxed{{{gold}}}"
+    question = user.split("\n\n", 1)[1]
+    base = question.split(": ", 1)[1] if question.startswith("For ") else question
+    if "SPLIT" in base:
+        return f"Guessing: \\boxed{{{100 + i}}}"
+    if "NOANS" in base:
+        return "I am not sure how to finish this."
+    if "12 boxes of 3" in base:
+        return "12 * 3 = 36, so \\boxed{36}"
+    gold = SEEDS[base]
+    if base.startswith("HARD"):
+        return f"10 + 4 = 14? No: \\boxed{{{int(gold) + 1}}}"
+    return f"Step by step ... the answer is \\boxed{{{gold}}}"
+
+
+def seeds(with_gold: bool = True) -> list[dict[str, Any]]:
+    rows = [
+        make_record(
+            question=q,
+            solution=None,
+            answer=a if with_gold else None,
+            method="seed",
+            source={"dataset": "test", "split": "train", "seed_id": f"seeds:{i}"},
+            verification={"status": "gold", "method": "gold"},
+        )
+        for i, (q, a) in enumerate(SEEDS.items())
+    ]
+    return rows
+
+
+@pytest.fixture
+def teacher_server() -> Any:
+    with ScriptedOpenAIServer(responder=teacher) as server:
+        yield server
+
+
+def _run(server: ScriptedOpenAIServer, records: list[dict[str, Any]], cache: Path | None, **params: Any):
+    funnel = Funnel()
+    cfg = ModelConfig(backend="openai", model=server.model, base_url=server.base_url, retry_backoff_s=0.05)
+    with ModelPool({"teacher": cfg}, cache) as pool:
+        ctx = StageContext(
+            stage="persona", seed=0, funnel=funnel, model=lambda n: pool.client(n, "persona", funnel)
+        )
+        rows = run(records, Params(**params), ctx)
+    return rows, funnel
+
+
+def test_registry_and_params() -> None:
+    assert get_stage("persona").NAME == "persona"
+    with pytest.raises(ValueError, match="min_agree"):
+        Params(samples=4, min_agree=5)
+    with pytest.raises(ValueError, match="min_agree"):
+        Params(min_agree=1.5)
+    with pytest.raises(ValueError, match="extra"):
+        Params(sample=4)  # type: ignore[call-arg]
+    dumped = Params().model_dump()
+    assert set(dumped["template_hashes"]) == {"rewrite", "solve", "reflect", "synthesize"}
+    assert Params(**dumped) == Params()  # a dumped Params validates again
+
+
+def test_persona_banks(tmp_path: Path) -> None:
+    from pipeline.paths import DATA_DIR
+
+    occ = load_personas(["occupations"], DATA_DIR)
+    groups = {json.loads(line)["isco_group"] for line in (DATA_DIR / "personas/occupations.jsonl").open()}
+    assert len(occ) == 110 and groups == {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "X"}
+    hub = load_personas(["personahub"], DATA_DIR)
+    assert len(hub) == 1000 and (DATA_DIR / "personas/LICENSE.personahub").is_file()
+    own = tmp_path / "mine.txt"
+    own.write_text("a baker\n\na baker\na pilot\n")
+    assert load_personas([str(own)], DATA_DIR) == ["a baker", "a pilot"]
+    with pytest.raises(FileNotFoundError, match="occupations"):
+        load_personas(["nope.jsonl"], DATA_DIR)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"name": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_personas([str(bad)], DATA_DIR)
+
+
+def test_helpers() -> None:
+    assert numbers_in("Pay $1,200 for 3.5 kg and 12 more") == {"1200", "3.5", "12"}
+    assert clean_problem("**Rewritten problem:** A nurse has 3 vials.") == "A nurse has 3 vials."
+    assert clean_problem("Math problem: Find x.") == "Find x."
+
+
+def test_rewrite_mode_keeps_verified_and_reflects(
+    teacher_server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    records = seeds()
+    records.append(make_record(question="No gold here: 1 + 1?", solution=None, answer=None, method="seed"))
+    rows, funnel = _run(teacher_server, records, tmp_path / "c.sqlite", personas_per_seed=2, samples=4)
+
+    by_seed: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_seed.setdefault(row["parent_ids"][0], []).append(row)
+    ids = {r["question"].split(":")[0]: r["id"] for r in records}
+    easy, hard, split = (
+        by_seed[ids["Ann has 3 apples and buys 4 more. How many apples does she have?"]],
+        by_seed[ids["HARD"]],
+        by_seed[ids["SPLIT"]],
+    )
+    assert len(rows) == 6 and len(easy) == len(hard) == len(split) == 2
+    for row in rows:
+        assert row["method"] == "persona" and row["persona"] and row["question"].startswith("For ")
+        assert row["answer"] == SEEDS[row["question"].split(": ", 1)[1]]  # the seed's gold answer
+        assert answers_match(extract_answer(row["solution"]), row["answer"])  # passes the build's verify gate
+        gen = row["generator"]
+        assert gen["model"] == "scripted" and gen["tokens_in"] > 0 and gen["tokens_out"] > 0
+        assert json.loads(gen["sampling"])["solve"]["n"] == 4 and len(gen["template_hash"]) == 64
+        assert json.loads(row["method_params"])["template_hashes"]["solve"]
+    assert {r["verification"]["method"] for r in easy} == {"majority"}
+    assert all(r["verification"]["votes"] == 4 and r["verification"]["samples"] == 4 for r in easy)
+    assert easy[0]["generator"]["template"] == "persona/rewrite.v1+persona/solve.v1"
+    for row in hard + split:
+        ver = row["verification"]
+        assert ver["method"] == "reflection" and ver["status"] == "verified" and ver["votes"] == 2
+        assert row["generator"]["template"].endswith("+persona/reflect.v1")
+    assert "'7' (4/4) matches gold" in easy[0]["verification"]["detail"]
+    assert "!= gold '6'" in hard[0]["verification"]["detail"]
+
+    assert funnel.reasons("persona") == {"no_gold": 1, "no_majority": 2, "rewrite_lost_quantities": 2}
+    assert funnel.get("persona", "in") == 6 and funnel.get("persona", "generated") == 6
+    assert funnel.get("persona", "malformed:rewrite_lost_quantities") == 4  # first ask + one re-ask each
+    assert funnel.get("persona", "malformed:solve_no_answer") == 16
+    # 10 rewrites + 2 re-asks; 8 solves + 2 re-asks (NOANS); 4 reflections (HARD, SPLIT)
+    assert funnel.get("persona", "requests") == 12 + 10 + 4 == len(teacher_server.received)
+
+
+def test_same_draws_and_zero_requests_on_rerun(teacher_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    first, _ = _run(teacher_server, seeds(), tmp_path / "c.sqlite", personas_per_seed=3, samples=3)
+    sent = len(teacher_server.received)
+    second, funnel = _run(teacher_server, seeds(), tmp_path / "c.sqlite", personas_per_seed=3, samples=3)
+    assert len(teacher_server.received) == sent and funnel.get("persona", "requests") == 0
+    assert funnel.get("persona", "cache_hits") > 0
+    assert [r["id"] for r in first] == [r["id"] for r in second]
+    assert [r["persona"] for r in first] == [r["persona"] for r in second]
+    # a fresh cache asks the same requests (seeds from ctx.rng) and gets the same rows
+    third, _ = _run(teacher_server, seeds(), tmp_path / "other.sqlite", personas_per_seed=3, samples=3)
+    assert [r["id"] for r in third] == [r["id"] for r in first]
+
+
+def test_editing_one_template_resends_only_its_requests(
+    teacher_server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    from pipeline.paths import PROMPTS_DIR
+
+    cache = tmp_path / "c.sqlite"
+    _run(teacher_server, seeds(), cache, samples=2, reflection=False)
+    solve = tmp_path / "solve.v2.yaml"
+    text = (PROMPTS_DIR / "persona/solve.v1.yaml").read_text()
+    solve.write_text(text.replace("careful mathematics teacher", "patient mathematics teacher"))
+    before = len(teacher_server.received)
+    rows, funnel = _run(
+        teacher_server, seeds(), cache, samples=2, reflection=False, templates={"solve": str(solve)}
+    )
+    bodies = teacher_server.received[before:]
+    assert bodies and all("patient mathematics teacher" in b["messages"][0]["content"] for b in bodies)
+    assert funnel.get("persona", "cache_hits") == 12  # the 10 rewrites and their 2 re-asks
+    assert rows and all(r["generator"]["template"] == "persona/rewrite.v1+solve.v2" for r in rows)
+    stats = cache_stats(cache)["stages"]["persona"]
+    assert stats["hits"] == 12 and stats["miss_reasons"] == {"template": stats["misses"]}
+
+
+def test_keep_failed_rows(teacher_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    rows, funnel = _run(teacher_server, seeds(), None, samples=2, reflection=False, keep_failed=True)
+    failed = [r for r in rows if r["verification"]["status"] == "failed"]
+    # HARD (wrong answer), SPLIT and NOANS (no majority) are kept as failed rows; DROP never had a rewrite
+    assert len(rows) == 8 and len(failed) == 6
+    assert {r["verification"]["method"] for r in failed} == {"majority"}
+    assert funnel.reasons("persona") == {"rewrite_lost_quantities": 2}
+
+
+def test_persona_hub_mode(teacher_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    bank = tmp_path / "people.jsonl"
+    bank.write_text('{"persona": "a gambler"}\n{"persona": "a warehouse clerk"}\n')
+    rows, funnel = _run(
+        teacher_server,
+        seeds()[:2],
+        None,
+        mode="persona_hub",
+        personas=[str(bank)],
+        personas_per_seed=2,
+        samples=4,
+        min_agree=3,
+    )
+    assert len(rows) == 2 and funnel.reasons("persona") == {"no_agreement": 2}
+    for row in rows:
+        assert row["persona"] == "a warehouse clerk" and row["parent_ids"] == []
+        assert row["question"] == "a warehouse clerk stacks 12 boxes of 3 items. How many items?"
+        assert row["answer"] == "36" and row["source"]["dataset"] == "persona_hub"
+        ver = row["verification"]
+        assert ver == {
+            "status": "verified",
+            "method": "majority",
+            "votes": 4,
+            "samples": 4,
+            "detail": "pseudo-gold '36': 4/4 samples agree (min_agree=3; no gold)",
+        }
+        assert row["generator"]["template"] == "persona/synthesize.v1+persona/solve.v1"
