@@ -1,78 +1,244 @@
 """The Prefect flow for a recipe: the same ``pipeline.build.run_build``, with each stage batch as a task.
 
-Only this package imports Prefect. Tasks are one per batch of (by default) a thousand rows, never one per row:
-Prefect's per-task cost (a few ms with threads) then stays negligible. The batch output files are the record
-of progress, so a retried or re-run task that finds its file just loads it.
+Only ``flows/`` imports Prefect. A task is one batch of (by default) a thousand rows, never one row: Prefect's
+per-task cost (3-5 ms with threads, 80-90 ms with Dask or Ray) then stays negligible. The batch output files
+under ``OUT/.mathaug/stages`` are the record of progress, so a retried or re-run task that finds its file just
+loads it, and a killed run resumes where it stopped. ``mathaug build`` and scheduled deployments both run this
+flow, so what the CLI does is what the UI shows.
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
+import os
+import queue
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner
 
-from pipeline.build import BatchJob, BatchResult, BuildResult, Reporter, run_batch, run_build
-from pipeline.funnel import COLUMNS
+from flows import progress as progress_state
+from flows.artifacts import FUNNEL_KEY, SUMMARY_KEY, funnel_table, sample_rows, summary_markdown
+from flows.progress import FlowProgress
+from flows.runners import api_visible_to_workers, make_task_runner, runs_in_process
+from pipeline.build import (
+    BatchJob,
+    BatchResult,
+    BuildError,
+    BuildResult,
+    Reporter,
+    check_run_dir,
+    run_batch,
+    run_build,
+)
 from pipeline.recipe import Recipe, load_recipe
 
-# The CLI's progress bars live in the calling process; the flow finds them here.
-_reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("mathaug_reporter", default=None)
+# Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20).
+TEMPORARY_SERVER_TIMEOUT_S = 90
+# Waits between attempts of a failed batch (the last one repeats when retries are many).
+RETRY_DELAYS = (2, 15, 60)
 
 
-@task(
+def is_transient(exc: BaseException | None) -> bool:
+    """Errors worth another attempt: an unreachable model server, timeouts, dropped connections.
+
+    A bug in a stage or a bad recipe fails the same way every time: retrying it only delays the error.
+    """
+    from pipeline.llm.errors import BackendUnavailableError
+
+    return isinstance(exc, (BackendUnavailableError, TimeoutError, ConnectionError))
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    return is_transient(state.data if isinstance(state.data, BaseException) else None)
+
+
+class Batch:
+    """A ``BatchJob`` as a task argument, opaque on purpose.
+
+    Prefect walks task arguments looking for futures (about 0.3 ms per row: a third of a second for a batch of
+    a thousand rows) and Dask rewrites tuples inside them; neither looks inside a plain object.
+    """
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: BatchJob) -> None:
+        self.job = job
+
+    def __repr__(self) -> str:
+        return f"Batch({self.job.label}, {len(self.job.records)} rows)"
+
+
+def run_stage_batch(batch: Batch) -> BatchResult:
+    """One stage over one batch of rows; its atomically written output file marks it done.
+
+    A plain module-level function (the task wraps it) so Dask and Ray pickle it by reference.
+    """
+    job = batch.job
+    progress = progress_state.current_progress()
+    if progress is None:
+        return run_batch(job)
+    progress.job_started(job)
+    return run_batch(job, advance=lambda n: progress.job_advance(job, n))
+
+
+stage_batch = task(
+    run_stage_batch,
     name="stage-batch",
-    task_run_name="{job.stage.stage_name}-batch-{job.index:05d}",
     retries=2,
-    retry_delay_seconds=[5, 30],
+    retry_delay_seconds=list(RETRY_DELAYS[:2]),
+    retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def stage_batch(job: BatchJob, reporter: Reporter | None = None) -> BatchResult:
-    stage = job.stage.stage_name
-    return run_batch(job, advance=(lambda n: reporter.advance(stage, n)) if reporter else (lambda n: None))
 
 
-def _map_with_tasks(jobs: list[BatchJob], reporter: Reporter) -> list[BatchResult]:
-    futures = [stage_batch.submit(job, reporter) for job in jobs]
-    return [f.result() for f in futures]
+class TaskMapper:
+    """``map_batches`` for ``run_build``: submits each batch as a task and waits, moving progress meanwhile."""
+
+    def __init__(self, runner: TaskRunner[Any], recipe: Recipe, progress: FlowProgress) -> None:
+        self.runner = runner
+        self.progress = progress
+        orch = recipe.orchestration
+        retries = orch.batch_retries
+        delays = [RETRY_DELAYS[min(i, len(RETRY_DELAYS) - 1)] for i in range(retries)]
+        options: dict[str, Any] = {"retries": retries, "retry_delay_seconds": delays or 0}
+        timeout = getattr(orch, "batch_timeout_s", None)
+        if timeout:
+            options["timeout_seconds"] = timeout
+        self.task = stage_batch.with_options(**options)
+        self.in_process = runs_in_process(orch)
+        self.submitted = 0
+
+    def __call__(self, jobs: list[BatchJob], reporter: Reporter) -> list[BatchResult]:
+        if jobs:
+            on_disk = sum(job.out_path.exists() for job in jobs)
+            get_run_logger().info(
+                "stage %s: %s rows in %d batch%s%s",
+                jobs[0].stage.stage_name,
+                f"{sum(len(job.records) for job in jobs):,}",
+                len(jobs),
+                "" if len(jobs) == 1 else "es",
+                f" ({on_disk} already on disk from an earlier attempt: loaded, not recomputed)"
+                if on_disk
+                else "",
+            )
+        done: queue.SimpleQueue[PrefectFuture[BatchResult]] = queue.SimpleQueue()
+        pending: dict[PrefectFuture[BatchResult], BatchJob] = {}
+        for job in jobs:
+            named = self.task.with_options(
+                task_run_name=f"{job.stage.stage_name} · batch {job.index + 1}/{len(jobs)}"
+            )
+            future = self.runner.submit(named, parameters={"batch": Batch(job)})
+            future.add_done_callback(done.put)
+            pending[future] = job
+            self.submitted += 1
+        results: list[BatchResult] = []
+        while pending:
+            try:
+                future = done.get(timeout=self.progress.min_interval)
+            except queue.Empty:
+                self.progress.flush()
+                continue
+            job = pending.pop(future)
+            results.append(future.result())  # raises the batch's error once its retries are spent
+            self.progress.job_finished(job)
+        return results
 
 
-def _funnel_markdown(result: BuildResult) -> str:
-    rows = result.funnel.rows()
-    cols = ["stage", *[c for c in COLUMNS if any(r[c] for r in rows)]]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+def _run_name() -> str:
+    """``<recipe stem> → <out>`` (with ``{date}`` filled in): says at a glance which build a run is."""
+    params = flow_run.parameters
+    out = str(params.get("out", "?")).replace("{date}", datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    return f"{Path(str(params.get('recipe', 'recipe'))).stem} → {out}"
 
 
-@flow(name="mathaug-build", flow_run_name="{recipe}", validate_parameters=False)
+def expand_out(out: str, now: datetime | None = None) -> Path:
+    """``{date}`` in ``out`` becomes today's UTC date, so a nightly deployment writes one directory a day (and a
+    rerun on the same day resumes it)."""
+    now = now or datetime.now(timezone.utc)
+    return Path(out.replace("{date}", now.strftime("%Y-%m-%d"))).expanduser().resolve()
+
+
+@flow(name="mathaug-build", flow_run_name=_run_name)
 def build_dataset(
-    recipe: str, out: str, limit: int | None = None, fresh: bool = False, skip_bad_rows: bool = False
+    recipe: str,
+    out: str,
+    limit: int | None = None,
+    resume: bool = True,
+    fresh: bool = False,
+    skip_bad_rows: bool = False,
 ) -> BuildResult:
-    """Build (or resume) the dataset of ``recipe`` (a YAML path) into ``out``."""
-    parsed: Recipe = load_recipe(recipe)
-    reporter = _reporter.get() or Reporter()
-    result = run_build(
-        parsed,
-        Path(out),
-        limit=limit,
-        fresh=fresh,
-        skip_bad_rows=skip_bad_rows,
-        reporter=reporter,
-        map_batches=_map_with_tasks,
+    """Build (or resume) the dataset of a recipe.
+
+    Args:
+        recipe: path of the recipe YAML (on the machine that runs the flow).
+        out: output directory; `{date}` in it becomes today's date (UTC).
+        limit: use only the first N seed rows (empty: all).
+        resume: continue the run already in `out` (a different recipe there is refused); off: refuse any run there.
+        fresh: discard the run in `out` and start over.
+        skip_bad_rows: count and skip malformed seed rows instead of failing.
+    """
+    logger = get_run_logger()
+    parsed = load_recipe(recipe)
+    out_dir = expand_out(out)
+    previous = check_run_dir(parsed, out_dir, limit, fresh=fresh, resume=resume)
+    orch = parsed.orchestration
+    logger.info(
+        "%s %s (recipe %s) in %s with the %s task runner",
+        "resuming run " + previous["run_id"] if previous else "new run of",
+        parsed.name,
+        parsed.fingerprint(),
+        out_dir,
+        orch.task_runner + (f" at {orch.address}" if orch.address else ""),
     )
+    progress = FlowProgress(progress_state.caller_reporter(), [s.stage_name for s in parsed.stages])
+    token = progress_state.set_current_progress(progress)
+    try:
+        with api_visible_to_workers(orch), make_task_runner(orch) as runner:
+            mapper = TaskMapper(runner, parsed, progress)
+            result = run_build(
+                parsed,
+                out_dir,
+                limit=limit,
+                fresh=fresh,
+                resume=resume,
+                skip_bad_rows=skip_bad_rows,
+                reporter=progress,
+                map_batches=mapper,
+            )
+    finally:
+        progress_state.reset_current_progress(token)
+    progress.finish(f"done: {result.rows:,} rows in {len(result.manifest.get('shards', []))} shard(s)")
+    seeds_in = int(result.funnel.get("seed", "in"))
+    made = sum(int(result.funnel.get(stage, "generated")) for stage in result.funnel.stages())
     create_table_artifact(
-        key="mathaug-funnel",
-        table=result.funnel.rows(),
-        description=f"{parsed.name}: rows per stage (in → generated → verified → deduplicated → kept)",
+        key=FUNNEL_KEY,
+        table=funnel_table(result.funnel),
+        description=f"**{parsed.name}**: {result.rows:,} rows kept of {made:,} made from {seeds_in:,} seeds. "
+        "Per stage: rows read (in), made, rejected while making, verified/failed, removed as duplicates or "
+        f"benchmark overlaps (contaminated), kept; model tokens and seconds. Run `{result.run_id}`.",
     )
     create_markdown_artifact(
-        key="mathaug-summary",
-        markdown=f"# {parsed.name}\n\n{result.rows:,} rows written to `{result.out_dir}/data` "
-        f"({len(result.manifest['shards'])} shards) in {result.seconds:.1f}s.\n\n" + _funnel_markdown(result),
+        key=SUMMARY_KEY,
+        markdown=summary_markdown(
+            parsed.name, result, sample_rows(result.out_dir, methods=result.manifest.get("methods"))
+        ),
+        description=f"{result.rows:,} rows in {result.out_dir / 'data'}: how to load them, the funnel, sample rows",
+    )
+    logger.info(
+        "wrote %s rows to %s (%s batches computed, %s resumed)",
+        f"{result.rows:,}",
+        result.out_dir / "data",
+        result.computed_batches,
+        result.resumed_batches,
     )
     return result
 
@@ -85,10 +251,55 @@ def build_with_flow(
     fresh: bool = False,
     skip_bad_rows: bool = False,
     reporter: Reporter | None = None,
+    resume: bool = True,
 ) -> BuildResult:
-    """Run the flow in this process (a temporary local Prefect server unless PREFECT_API_URL is set)."""
-    token = _reporter.set(reporter)
+    """Run the flow in this process (a temporary local Prefect server unless PREFECT_API_URL is set).
+
+    A directory the build would refuse is refused here first, before any server starts.
+    """
+    check_run_dir(load_recipe(recipe), expand_out(str(out)), limit, fresh=fresh, resume=resume)
+    check_api_reachable()
+    token = progress_state.set_caller_reporter(reporter)
     try:
-        return build_dataset(str(recipe), str(out), limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows)
+        with _patient_temporary_server():
+            return build_dataset(
+                str(recipe), str(out), limit=limit, resume=resume, fresh=fresh, skip_bad_rows=skip_bad_rows
+            )
     finally:
-        _reporter.reset(token)
+        progress_state.reset_caller_reporter(token)
+
+
+class ServerUnreachableError(BuildError):
+    """PREFECT_API_URL names a server that does not answer."""
+
+
+def check_api_reachable(timeout: float = 10.0) -> None:
+    """Fail in seconds, with what to do, when PREFECT_API_URL points at a server that is down."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        return
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServerUnreachableError(
+            f"the Prefect server at PREFECT_API_URL={url} does not answer ({exc.__class__.__name__}). Start it "
+            "(`prefect server start`), unset PREFECT_API_URL to use a temporary server for this build, or build "
+            "without Prefect (--direct)."
+        ) from None
+
+
+@contextlib.contextmanager
+def _patient_temporary_server() -> Iterator[None]:
+    """Give the temporary server time to start on a busy machine (Prefect waits 20 s, then fails the build;
+    measured here: 8-11 s idle, over 20 s with the cores shared), unless the user chose a timeout."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+        yield
+        return
+    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_SERVER_TIMEOUT_S)
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+        yield

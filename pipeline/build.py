@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -87,8 +88,58 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def prepare_run(recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: bool = False) -> RunState:
-    """Open (resume) or start the run in ``out_dir``. Refuses a directory with another recipe's run."""
+def remove_stray_temp_files(out_dir: Path) -> int:
+    """Delete the temp files a killed writer leaves (``.NAME.tmp-PID``); they are never part of a result."""
+    removed = 0
+    for folder in (out_dir, out_dir / "data", out_dir / WORK_DIR, *(out_dir / WORK_DIR / "stages").glob("*")):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp-*"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def check_run_dir(
+    recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: bool = False, resume: bool = True
+) -> dict[str, Any] | None:
+    """Read-only: the run state ``out_dir`` holds (None if none), or the refusal ``prepare_run`` would raise.
+
+    Callers (the flow, the CLI) use it to refuse a directory before starting anything expensive.
+    """
+    out_dir = Path(out_dir)
+    state_path = out_dir / WORK_DIR / STATE_FILE
+    if fresh:
+        return None
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if not resume:
+            raise BuildError(
+                f"{out_dir} already holds run {state.get('run_id')} (started {state.get('created_at')}); "
+                "resume it (drop --no-resume), discard it with --fresh, or choose another --out."
+            )
+        differing = _diff_keys(state["payload"], _state_payload(recipe, limit))
+        if differing:
+            raise IncompatibleRunError(
+                f"{out_dir} holds a run of a different recipe (differs in: {', '.join(differing[:12])}). "
+                "Use --fresh to start over in this directory, or choose another --out."
+            )
+        return state
+    if out_dir.exists() and any(p for p in out_dir.iterdir() if p.name != WORK_DIR):
+        raise BuildError(
+            f"{out_dir} is not empty and holds no mathaug run; refusing to write into it (use --fresh to clear "
+            "the dataset files there, or choose another --out)"
+        )
+    return None
+
+
+def prepare_run(
+    recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: bool = False, resume: bool = True
+) -> RunState:
+    """Open (resume) or start the run in ``out_dir``. Refuses a directory with another recipe's run.
+
+    ``resume=False`` refuses a directory that already holds a run (never silently starts over in it);
+    ``fresh=True`` discards that run explicitly.
+    """
     out_dir = Path(out_dir)
     work = out_dir / WORK_DIR
     state_path = work / STATE_FILE
@@ -99,20 +150,11 @@ def prepare_run(recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: 
         for name in (MANIFEST, "README.md", STATE_FILE):
             (out_dir / name).unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        differing = _diff_keys(state["payload"], payload)
-        if differing:
-            raise IncompatibleRunError(
-                f"{out_dir} holds a run of a different recipe (differs in: {', '.join(differing[:12])}). "
-                "Use --fresh to start over in this directory, or choose another --out."
-            )
+    state = check_run_dir(recipe, out_dir, limit, fresh=False, resume=resume)
+    if out_dir.exists():
+        remove_stray_temp_files(out_dir)
+    if state is not None:
         return RunState(out_dir, state["run_id"], recipe, limit, datetime.fromisoformat(state["created_at"]))
-    if out_dir.exists() and any(p for p in out_dir.iterdir() if p.name != WORK_DIR):
-        raise BuildError(
-            f"{out_dir} is not empty and holds no mathaug run; refusing to write into it (use --fresh to clear "
-            "the dataset files there, or choose another --out)"
-        )
     now = datetime.now(timezone.utc).replace(microsecond=0)
     run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     state = {"run_id": run_id, "created_at": now.isoformat(), "mathaug": __version__,
@@ -181,13 +223,21 @@ class BatchResult:
     seconds: float
 
 
-def batch_key(stage: StageSpec, seed: int, records: Sequence[dict[str, Any]]) -> str:
-    """Hash of (stage name, method, stage version, parameters, build seed, input content)."""
+def batch_key(
+    stage: StageSpec, seed: int, records: Sequence[dict[str, Any]], models: dict[str, Any] | None = None
+) -> str:
+    """Hash of (stage name, method, stage version, parameters, its model's identity, build seed, input content).
+
+    Record ids are content hashes (question, solution, answer), so hashing the ids hashes the input's content.
+    """
     module = get_stage(stage.method)
     params = stage.parsed_params().model_dump(mode="json")
     digest = hashlib.sha256()
     header = {"stage": stage.stage_name, "method": stage.method, "version": module.VERSION, "params": params,
               "seed": seed}
+    model = models.get(params.get("model")) if models and isinstance(params.get("model"), str) else None
+    if model is not None:  # what the stage's model returns is part of its config (not its throughput knobs)
+        header["model"] = model.identity() if hasattr(model, "identity") else model
     digest.update(json.dumps(header, sort_keys=True).encode())
     for rec in records:
         digest.update(rec["id"].encode())
@@ -201,7 +251,7 @@ def plan_stage(
     jobs = []
     for index, start in enumerate(range(0, len(inputs), batch_size)):
         chunk = inputs[start : start + batch_size]
-        key = batch_key(stage, state.recipe.seed, chunk)
+        key = batch_key(stage, state.recipe.seed, chunk, state.recipe.models)
         jobs.append(
             BatchJob(
                 stage=stage,
@@ -218,22 +268,27 @@ def plan_stage(
     return jobs
 
 
-# Model pools are per process (one engine per model per process), made on first use.
+# Model pools are per process (one engine per model per process), made on first use. The lock keeps batches
+# running in threads (the flow's thread runner) from starting two engines for the same model.
 _POOLS: dict[str, Any] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def model_pool(models: dict[str, Any], work_dir: Path) -> Any:
     key = json.dumps({k: v.model_dump(mode="json") for k, v in models.items()}, sort_keys=True) + str(work_dir)
-    if key not in _POOLS:
-        from pipeline.llm import ModelPool
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            from pipeline.llm import ModelPool
 
-        _POOLS[key] = ModelPool(models, cache_path=work_dir / "llm_cache.sqlite", funnel=Funnel())
-    return _POOLS[key]
+            _POOLS[key] = ModelPool(models, cache_path=work_dir / "llm_cache.sqlite", funnel=Funnel())
+        return _POOLS[key]
 
 
 def close_model_pools() -> None:
-    while _POOLS:
-        _, pool = _POOLS.popitem()
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
         pool.close()
 
 
@@ -350,11 +405,12 @@ def run_build(
     skip_bad_rows: bool = False,
     reporter: Reporter | None = None,
     map_batches: MapBatches = map_sequential,
+    resume: bool = True,
 ) -> BuildResult:
     """Run (or resume) a whole build and write the dataset. Returns the funnel and manifest."""
     started = time.perf_counter()
     reporter = reporter or Reporter()
-    state = prepare_run(recipe, out_dir, limit=limit, fresh=fresh)
+    state = prepare_run(recipe, out_dir, limit=limit, fresh=fresh, resume=resume)
     funnel = Funnel()
 
     report = LoadReport()
@@ -410,7 +466,9 @@ def run_build(
         tick(stream()), recipe.verify.consistency, recipe.verify.keep_failed, funnel
     )
     if recipe.dedup.exact:
-        rows = dedup.exact_dedup(rows, funnel=funnel)
+        rows = dedup.exact_dedup(
+            rows, funnel=funnel, stage_order=recipe.stage_order(), work_dir=state.work_dir / "exact"
+        )
     if recipe.dedup.near.enabled:
         rows = dedup.near_dedup(
             rows,
