@@ -153,16 +153,20 @@ def main() -> int:
         flow_s: list[float] = []
         direct_cpu: list[float] = []
         flow_cpu: list[float] = []
+        flow_server_cpu: list[float] = []
+        idle_server_cpu: list[float] = []
         tasks = rows = 0
         for i in range(args.repeats):
-            started, cpu0 = time.perf_counter(), time.process_time()
+            started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
             direct = run_build(recipe, work / f"direct-{i}", skip_bad_rows=True, map_batches=map_sequential)
             direct_s.append(time.perf_counter() - started)
             direct_cpu.append(time.process_time() - cpu0)
+            idle_server_cpu.append((server_cpu() - srv0) / direct_s[-1])  # its background loops, per second
             started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
             flowed = build_dataset(str(recipe_path), str(work / f"flow-{i}"), skip_bad_rows=True)
             flow_s.append(time.perf_counter() - started)
-            flow_cpu.append(time.process_time() - cpu0 + server_cpu() - srv0)
+            flow_server_cpu.append(server_cpu() - srv0)
+            flow_cpu.append(time.process_time() - cpu0 + flow_server_cpu[-1])
             tasks, rows = flowed.computed_batches, flowed.rows
             assert flowed.rows == direct.rows
             print(
@@ -189,6 +193,13 @@ def main() -> int:
             print(
                 f"{name:<44} direct {d:6.1f} s  flow {f:6.1f} s  Prefect {f - d:+5.1f} s = {100 * (f - d) / d:+.1f}%"
             )
+        server_in_flow = statistics.median(flow_server_cpu)
+        in_process = statistics.median(flow_cpu) - server_in_flow - statistics.median(direct_cpu)
+        print(
+            f"  of which: this process {in_process:+.1f} s CPU ({100 * in_process / d:+.1f}% of the direct run), "
+            f"the server process {server_in_flow:.1f} s CPU ({statistics.median(idle_server_cpu):.3f} s/s of it "
+            "is its idle background loops)"
+        )
         print(f"temporary server start (once per process, reported separately): {server_start:.1f} s")
         server.stop()
         if not args.skip_cli:

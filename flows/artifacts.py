@@ -29,6 +29,7 @@ FUNNEL_COLUMNS = (
 )
 
 
+SAMPLE_COLUMNS = ["id", "method", "question", "solution", "answer", "verification", "parent_ids"]
 # shown only when some stage counted them (the UI table is narrow: a column of zeros only pushes others out)
 OPTIONAL_COLUMNS = ("rejected", "failed")
 
@@ -85,8 +86,9 @@ def sample_rows(out_dir: Path, limit: int = 4, methods: list[str] | None = None)
         rows = []
         for method in order:
             path, index = first[method]
-            table = tables.setdefault(path, pq.read_table(path))
-            rows.append(table.slice(index, 1).to_pylist()[0])
+            if path not in tables:  # only the columns shown: the nested ones cost most of a full read
+                tables[path] = pq.read_table(path, columns=SAMPLE_COLUMNS)
+            rows.append(tables[path].slice(index, 1).to_pylist()[0])
         return rows
     except (FileNotFoundError, OSError, KeyError):
         return []

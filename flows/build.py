@@ -27,7 +27,7 @@ from prefect.task_runners import TaskRunner
 from flows import progress as progress_state
 from flows.artifacts import FUNNEL_KEY, SUMMARY_KEY, funnel_table, sample_rows, summary_markdown
 from flows.progress import FlowProgress
-from flows.runners import api_visible_to_workers, make_task_runner, runs_in_process
+from flows.runners import api_visible_to_workers, make_task_runner, parallelism
 from pipeline.build import (
     BatchJob,
     BatchResult,
@@ -42,6 +42,8 @@ from pipeline.recipe import Recipe, load_recipe
 
 # Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20).
 TEMPORARY_SERVER_TIMEOUT_S = 90
+# A task is at least about this much work (seconds) when batches are cheap: see TaskMapper.
+TARGET_TASK_S = 2.0
 # Waits between attempts of a failed batch (the last one repeats when retries are many).
 RETRY_DELAYS = (2, 15, 60)
 
@@ -61,36 +63,40 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 class Batch:
-    """A ``BatchJob`` as a task argument, opaque on purpose.
+    """Consecutive ``BatchJob``s of one stage as a task argument, opaque on purpose.
 
     Prefect walks task arguments looking for futures (about 0.3 ms per row: a third of a second for a batch of
     a thousand rows) and Dask rewrites tuples inside them; neither looks inside a plain object.
     """
 
-    __slots__ = ("job",)
+    __slots__ = ("jobs",)
 
-    def __init__(self, job: BatchJob) -> None:
-        self.job = job
+    def __init__(self, jobs: list[BatchJob]) -> None:
+        self.jobs = jobs
 
     def __repr__(self) -> str:
-        return f"Batch({self.job.label}, {len(self.job.records)} rows)"
+        return f"Batch({self.jobs[0].label}..{self.jobs[-1].index:05d}, {sum(len(j.records) for j in self.jobs)} rows)"
 
 
-def run_stage_batch(batch: Batch) -> BatchResult:
-    """One stage over one batch of rows; its atomically written output file marks it done.
+def run_stage_batches(batch: Batch) -> list[BatchResult]:
+    """A stage over consecutive batches of rows; each batch's atomically written file marks it done, so a retry
+    of the task loads the batches an earlier attempt finished.
 
     A plain module-level function (the task wraps it) so Dask and Ray pickle it by reference.
     """
-    job = batch.job
     progress = progress_state.current_progress()
-    if progress is None:
-        return run_batch(job)
-    progress.job_started(job)
-    return run_batch(job, advance=lambda n: progress.job_advance(job, n))
+    results = []
+    for job in batch.jobs:
+        if progress is None:
+            results.append(run_batch(job))
+            continue
+        progress.job_started(job)
+        results.append(run_batch(job, advance=lambda n, job=job: progress.job_advance(job, n)))
+    return results
 
 
 stage_batch = task(
-    run_stage_batch,
+    run_stage_batches,
     name="stage-batch",
     retries=2,
     retry_delay_seconds=list(RETRY_DELAYS[:2]),
@@ -100,8 +106,37 @@ stage_batch = task(
 )
 
 
+def batch_on_disk(job: BatchJob) -> bool:
+    return job.out_path.exists() and job.out_path.with_suffix(".json").exists()
+
+
+def task_name(jobs: list[BatchJob], total: int, on_disk: bool = False) -> str:
+    """``symbolic · batch 3/20``, ``symbolic · batches 4-9/20`` (1-based), ``symbolic · 12 of 20 batches (on
+    disk)``: what the UI's task list and timeline show."""
+    stage = jobs[0].stage.stage_name
+    if on_disk:
+        return f"{stage} · {len(jobs)} of {total} batches (on disk)"
+    spans: list[list[int]] = []
+    for number in (job.index + 1 for job in jobs):
+        if spans and spans[-1][1] == number - 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    if len(jobs) == 1:
+        return f"{stage} · batch {jobs[0].index + 1}/{total}"
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    return f"{stage} · batches {text}/{total}"
+
+
 class TaskMapper:
-    """``map_batches`` for ``run_build``: submits each batch as a task and waits, moving progress meanwhile."""
+    """``map_batches`` for ``run_build``: runs a stage's batches as Prefect tasks and waits, moving progress.
+
+    A task is at least about ``TARGET_TASK_S`` of work: the first batches run one per task and show how long a
+    batch takes; the rest are grouped into tasks of that length (never fewer tasks than twice the runner's
+    parallelism). So Prefect's cost per task (a few ms here, events and a database row on the server) stays a
+    small share whatever the batch size, and a run of thousands of cheap batches does not flood the server.
+    Batches already on disk (a resumed run) are loaded by a single task. Each batch still has its own file.
+    """
 
     def __init__(self, runner: TaskRunner[Any], recipe: Recipe, progress: FlowProgress) -> None:
         self.runner = runner
@@ -114,32 +149,48 @@ class TaskMapper:
         if timeout:
             options["timeout_seconds"] = timeout
         self.task = stage_batch.with_options(**options)
-        self.in_process = runs_in_process(orch)
-        self.submitted = 0
+        self.workers = parallelism(orch)
+        self.tasks_submitted = 0
+
+    def group_size(self, probe: BatchResult, remaining: int) -> int:
+        """Batches per task for the rest of a stage, from one batch's measured time."""
+        per_batch = probe.seconds if probe.seconds > 0 else 0.0
+        size = remaining if per_batch == 0 else max(1, int(TARGET_TASK_S / per_batch))
+        if self.workers > 1:  # keep every worker busy: at least two tasks per worker
+            size = min(size, max(1, -(-remaining // (2 * self.workers))))
+        return max(1, min(size, remaining))
 
     def __call__(self, jobs: list[BatchJob], reporter: Reporter) -> list[BatchResult]:
-        if jobs:
-            on_disk = sum(job.out_path.exists() for job in jobs)
-            get_run_logger().info(
-                "stage %s: %s rows in %d batch%s%s",
-                jobs[0].stage.stage_name,
-                f"{sum(len(job.records) for job in jobs):,}",
-                len(jobs),
-                "" if len(jobs) == 1 else "es",
-                f" ({on_disk} already on disk from an earlier attempt: loaded, not recomputed)"
-                if on_disk
-                else "",
-            )
-        done: queue.SimpleQueue[PrefectFuture[BatchResult]] = queue.SimpleQueue()
-        pending: dict[PrefectFuture[BatchResult], BatchJob] = {}
-        for job in jobs:
-            named = self.task.with_options(
-                task_run_name=f"{job.stage.stage_name} · batch {job.index + 1}/{len(jobs)}"
-            )
-            future = self.runner.submit(named, parameters={"batch": Batch(job)})
+        if not jobs:
+            return []
+        total = len(jobs)
+        on_disk = [job for job in jobs if batch_on_disk(job)]
+        todo = [job for job in jobs if not batch_on_disk(job)]
+        get_run_logger().info(
+            "stage %s: %s rows in %d batch%s%s",
+            jobs[0].stage.stage_name,
+            f"{sum(len(job.records) for job in jobs):,}",
+            total,
+            "" if total == 1 else "es",
+            f" ({len(on_disk)} already on disk from an earlier attempt: loaded, not recomputed)"
+            if on_disk
+            else "",
+        )
+        done: queue.SimpleQueue[PrefectFuture[list[BatchResult]]] = queue.SimpleQueue()
+        pending: dict[PrefectFuture[list[BatchResult]], list[BatchJob]] = {}
+
+        def submit(group: list[BatchJob], loaded: bool = False) -> None:
+            named = self.task.with_options(task_run_name=task_name(group, total, loaded))
+            future = self.runner.submit(named, parameters={"batch": Batch(group)})
             future.add_done_callback(done.put)
-            pending[future] = job
-            self.submitted += 1
+            pending[future] = group
+            self.tasks_submitted += 1
+
+        if on_disk:
+            submit(on_disk, loaded=True)
+        probes, rest = todo[: self.workers], todo[self.workers :]
+        for job in probes:
+            submit([job])
         results: list[BatchResult] = []
         while pending:
             try:
@@ -147,9 +198,16 @@ class TaskMapper:
             except queue.Empty:
                 self.progress.flush()
                 continue
-            job = pending.pop(future)
-            results.append(future.result())  # raises the batch's error once its retries are spent
-            self.progress.job_finished(job)
+            group = pending.pop(future)
+            finished = future.result()  # raises the batch's error once its retries are spent
+            results.extend(finished)
+            for job in group:
+                self.progress.job_finished(job)
+            if rest and any(group[0] is probe for probe in probes):
+                size = self.group_size(finished[0], len(rest))
+                for start in range(0, len(rest), size):
+                    submit(rest[start : start + size])
+                rest = []
         return results
 
 
@@ -218,11 +276,11 @@ def build_dataset(
         progress_state.reset_current_progress(token)
     progress.finish(f"done: {result.rows:,} rows in {len(result.manifest.get('shards', []))} shard(s)")
     seeds_in = int(result.funnel.get("seed", "in"))
-    made = sum(int(result.funnel.get(stage, "generated")) for stage in result.funnel.stages())
+    made = sum(int(result.funnel.get(s, "generated")) for s in result.funnel.stages() if s != "seed")
     create_table_artifact(
         key=FUNNEL_KEY,
         table=funnel_table(result.funnel),
-        description=f"**{parsed.name}**: {result.rows:,} rows kept of {made:,} made from {seeds_in:,} seeds. "
+        description=f"**{parsed.name}**: {result.rows:,} rows kept of {seeds_in:,} seeds + {made:,} generated. "
         "Per stage: rows read (in), made, rejected while making, verified/failed, removed as duplicates or "
         f"benchmark overlaps (contaminated), kept; model tokens and seconds. Run `{result.run_id}`.",
     )

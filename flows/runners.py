@@ -34,6 +34,13 @@ def default_workers() -> int:
     return max(1, min(DEFAULT_PROCESSES, os.cpu_count() or 1))
 
 
+def parallelism(spec: OrchestrationSpec) -> int:
+    """How many batches the runner works on at once (a guess of 8 for a cluster of unknown size)."""
+    if spec.task_runner == "thread":
+        return spec.max_workers or DEFAULT_THREADS
+    return spec.max_workers or (8 if spec.address else default_workers())
+
+
 def make_task_runner(spec: OrchestrationSpec) -> TaskRunner[Any]:
     """A fresh, not yet started task runner for one build (enter it with ``with``)."""
     if spec.task_runner == "thread":

@@ -14,6 +14,8 @@ from pipeline.build import BuildError, IncompatibleRunError, run_build
 from pipeline.io.shards import read_records
 from pipeline.recipe import load_recipe
 from tests.fixtures.prefect import (
+    all_batches_covered,
+    batches_covered,
     flow_run_artifacts,
     flow_run_task_names,
     flow_runs_named,
@@ -57,11 +59,14 @@ def test_flow_writes_the_same_rows_as_the_plain_build_and_shows_its_funnel(tmp_p
     assert f"{result.rows:,} rows" in summary and "## Sample rows" in summary and "### symbolic" in summary
     assert float(arts["mathaug-progress"].data) == 100.0
 
-    # one task per batch, named after its stage and batch (LIMIT seeds in batches of 10 → 3 symbolic batches)
-    names = flow_run_task_names(run_id, expect=result.computed_batches)
-    assert len(names) == result.computed_batches
-    assert "symbolic · batch 1/3" in names and "symbolic · batch 3/3" in names
-    assert any(n.startswith("entity_swap · batch ") for n in names)
+    # tasks named after their stage and batches, each batch in exactly one task: the first batch of a stage
+    # alone (it measures the stage's speed), the rest grouped into tasks of about TARGET_TASK_S
+    names = flow_run_task_names(run_id, all_batches_covered(["symbolic", "entity_swap"]))
+    assert "symbolic · batch 1/3" in names  # LIMIT seeds in batches of 10
+    for stage in ("symbolic", "entity_swap"):
+        covered, total = batches_covered(names, stage)
+        assert covered == list(range(1, total + 1)), names
+    assert len(names) < result.computed_batches  # these batches take milliseconds: grouped
 
 
 def test_rerun_resumes_refuses_other_recipes_and_fresh_starts_over(tmp_path: Path) -> None:
@@ -70,10 +75,13 @@ def test_rerun_resumes_refuses_other_recipes_and_fresh_starts_over(tmp_path: Pat
     recipe, out = small_recipe(tmp_path, dedup=False), tmp_path / "out"
     first = build_with_flow(recipe, out, limit=LIMIT)
     before = rows_by_id(out)
-    again = build_with_flow(recipe, out, limit=LIMIT)
+    state = build_dataset(str(recipe), str(out), limit=LIMIT, return_state=True)
+    again = state.result()
     assert (again.computed_batches, again.resumed_batches) == (0, first.computed_batches)
     assert again.run_id == first.run_id
     assert rows_by_id(out) == before
+    names = flow_run_task_names(state.state_details.flow_run_id, lambda names: len(names) >= 2)
+    assert len(names) == 2 and all(n.endswith("batches (on disk)") for n in names), names  # one task a stage
 
     with pytest.raises(IncompatibleRunError, match="limit"):
         build_with_flow(recipe, out, limit=LIMIT + 1)
@@ -180,3 +188,27 @@ def test_an_unreachable_server_is_reported_before_anything_runs(tmp_path: Path) 
         with pytest.raises(ServerUnreachableError, match="does not answer.*--direct"):
             build_with_flow(small_recipe(tmp_path), tmp_path / "out", limit=5)
     assert not (tmp_path / "out").exists()
+
+
+def test_task_names_and_grouping() -> None:
+    from flows.build import TARGET_TASK_S, TaskMapper, task_name
+    from pipeline.build import BatchJob, BatchResult
+    from pipeline.recipe import StageSpec
+
+    def job(index: int) -> BatchJob:
+        return BatchJob(StageSpec(method="symbolic"), index, [], "k", Path("x"), "run", 0, Path("w"))
+
+    assert task_name([job(2)], 20) == "symbolic · batch 3/20"
+    assert task_name([job(3), job(4), job(5)], 20) == "symbolic · batches 4-6/20"
+    assert task_name([job(3), job(4), job(6)], 20) == "symbolic · batches 4-5, 7/20"
+    assert task_name([job(0), job(7)], 20, on_disk=True) == "symbolic · 2 of 20 batches (on disk)"
+
+    mapper = TaskMapper.__new__(TaskMapper)
+    probe = BatchResult("symbolic", 0, Path("x"), 10, {}, False, seconds=TARGET_TASK_S / 4)
+    mapper.workers = 1
+    assert mapper.group_size(probe, remaining=10) == 4  # about TARGET_TASK_S of work per task
+    assert mapper.group_size(probe, remaining=3) == 3
+    slow = BatchResult("symbolic", 0, Path("x"), 10, {}, False, seconds=TARGET_TASK_S * 3)
+    assert mapper.group_size(slow, remaining=10) == 1  # a slow batch is a task of its own
+    mapper.workers = 4
+    assert mapper.group_size(probe, remaining=16) == 2  # two tasks per worker at least
