@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import yaml
@@ -111,6 +112,16 @@ def cli_runs(recipe_path: Path, work: Path) -> dict[str, float]:
     return out
 
 
+def task_runs(flow_run_id: Any) -> int:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    time.sleep(2)  # task runs reach the server's database a moment after the flow returns
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return len(runs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4)
@@ -155,7 +166,8 @@ def main() -> int:
         flow_cpu: list[float] = []
         flow_server_cpu: list[float] = []
         idle_server_cpu: list[float] = []
-        tasks = rows = 0
+        batches = rows = 0
+        run_ids: list[Any] = []
         for i in range(args.repeats):
             started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
             direct = run_build(recipe, work / f"direct-{i}", skip_bad_rows=True, map_batches=map_sequential)
@@ -163,11 +175,18 @@ def main() -> int:
             direct_cpu.append(time.process_time() - cpu0)
             idle_server_cpu.append((server_cpu() - srv0) / direct_s[-1])  # its background loops, per second
             started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
-            flowed = build_dataset(str(recipe_path), str(work / f"flow-{i}"), skip_bad_rows=True)
+            state = build_dataset(
+                str(recipe_path), str(work / f"flow-{i}"), skip_bad_rows=True, return_state=True
+            )
             flow_s.append(time.perf_counter() - started)
             flow_server_cpu.append(server_cpu() - srv0)
             flow_cpu.append(time.process_time() - cpu0 + flow_server_cpu[-1])
-            tasks, rows = flowed.computed_batches, flowed.rows
+            flowed = state.result()
+            batches, rows, run_ids = (
+                flowed.computed_batches,
+                flowed.rows,
+                [*run_ids, state.state_details.flow_run_id],
+            )
             assert flowed.rows == direct.rows
             print(
                 f"  run {i + 1}: direct {direct_s[-1]:6.1f} s wall {direct_cpu[-1]:6.1f} s CPU   "
@@ -180,7 +199,10 @@ def main() -> int:
         print(
             f"same ids through the flow as direct: {same}; load average {load:.1f} on {os.cpu_count()} cores"
         )
-        print(f"build of {seeds:,} seed rows -> {rows:,} rows, {tasks} tasks (one per batch of 1,000 rows)")
+        print(
+            f"build of {seeds:,} seed rows -> {rows:,} rows; {batches} batches of 1,000 rows in "
+            f"{task_runs(run_ids[-1])} Prefect tasks"
+        )
         for name, d, f in (
             ("wall, fastest of each", min(direct_s), min(flow_s)),
             ("wall, median", statistics.median(direct_s), statistics.median(flow_s)),
