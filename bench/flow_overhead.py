@@ -9,8 +9,9 @@ Measured in the same run, alternating direct and flow builds (fresh directories)
 (fastest and median of the repeats) and as CPU time (this process's threads, plus the server process for the
 flow), which other load on a shared machine does not inflate:
 - direct: ``run_build(..., map_batches=map_sequential)``, no Prefect at all;
-- flow: ``flows.build.build_dataset`` against the temporary local server (the CLI's default), started before the
-  timing and reported separately (``server start``): it is paid once per ``mathaug build`` process.
+- flow: ``flows.build.build_with_flow`` (what ``mathaug build`` runs: the ``build_dataset`` flow) against the
+  temporary local server (the CLI's default), started before the timing and reported separately (``server
+  start``): it is paid once per ``mathaug build`` process.
 Then the CLI end to end on the quickstart three ways: ``--direct``, the default (a temporary server per command),
 and ``PREFECT_API_URL`` pointing at an already running ``prefect server start`` (how a user avoids the start).
 
@@ -30,7 +31,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import yaml
@@ -112,13 +112,16 @@ def cli_runs(recipe_path: Path, work: Path) -> dict[str, float]:
     return out
 
 
-def task_runs(flow_run_id: Any) -> int:
+def task_runs() -> int:
+    """Task runs of the latest flow run on the server."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
 
     time.sleep(2)  # task runs reach the server's database a moment after the flow returns
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        latest = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[latest.id])))
     return len(runs)
 
 
@@ -136,7 +139,7 @@ def main() -> int:
     try:
         from prefect.server.api.server import SubprocessASGIServer
 
-        from flows.build import build_dataset
+        from flows.build import build_with_flow
         from pipeline.build import load_seed_records, map_sequential, run_build
         from pipeline.io.shards import read_records
         from pipeline.recipe import load_recipe
@@ -166,28 +169,31 @@ def main() -> int:
         flow_cpu: list[float] = []
         flow_server_cpu: list[float] = []
         idle_server_cpu: list[float] = []
-        batches = rows = 0
-        run_ids: list[Any] = []
-        for i in range(args.repeats):
+        batches = rows = direct_rows = 0
+
+        def run_direct(i: int) -> None:
+            nonlocal direct_rows
             started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
-            direct = run_build(recipe, work / f"direct-{i}", skip_bad_rows=True, map_batches=map_sequential)
+            direct_rows = run_build(
+                recipe, work / f"direct-{i}", skip_bad_rows=True, map_batches=map_sequential
+            ).rows
             direct_s.append(time.perf_counter() - started)
             direct_cpu.append(time.process_time() - cpu0)
             idle_server_cpu.append((server_cpu() - srv0) / direct_s[-1])  # its background loops, per second
+
+        def run_flow(i: int) -> None:
+            nonlocal batches, rows
             started, cpu0, srv0 = time.perf_counter(), time.process_time(), server_cpu()
-            state = build_dataset(
-                str(recipe_path), str(work / f"flow-{i}"), skip_bad_rows=True, return_state=True
-            )
+            flowed = build_with_flow(recipe_path, work / f"flow-{i}", skip_bad_rows=True)
             flow_s.append(time.perf_counter() - started)
             flow_server_cpu.append(server_cpu() - srv0)
             flow_cpu.append(time.process_time() - cpu0 + flow_server_cpu[-1])
-            flowed = state.result()
-            batches, rows, run_ids = (
-                flowed.computed_batches,
-                flowed.rows,
-                [*run_ids, state.state_details.flow_run_id],
-            )
-            assert flowed.rows == direct.rows
+            batches, rows = flowed.computed_batches, flowed.rows
+
+        for i in range(args.repeats):  # alternate which goes first, so drift in the machine's speed evens out
+            for run in (run_direct, run_flow) if i % 2 == 0 else (run_flow, run_direct):
+                run(i)
+            assert rows == direct_rows
             print(
                 f"  run {i + 1}: direct {direct_s[-1]:6.1f} s wall {direct_cpu[-1]:6.1f} s CPU   "
                 f"flow {flow_s[-1]:6.1f} s wall {flow_cpu[-1]:6.1f} s CPU (this process + server)"
@@ -201,7 +207,7 @@ def main() -> int:
         )
         print(
             f"build of {seeds:,} seed rows -> {rows:,} rows; {batches} batches of 1,000 rows in "
-            f"{task_runs(run_ids[-1])} Prefect tasks"
+            f"{task_runs()} Prefect tasks"
         )
         for name, d, f in (
             ("wall, fastest of each", min(direct_s), min(flow_s)),

@@ -46,6 +46,8 @@ TEMPORARY_SERVER_TIMEOUT_S = 90
 TARGET_TASK_S = 2.0
 # Waits between attempts of a failed batch (the last one repeats when retries are many).
 RETRY_DELAYS = (2, 15, 60)
+# Environment variables that set Prefect's flow-run heartbeat (the second is its legacy name).
+HEARTBEAT_ENV = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -319,7 +321,7 @@ def build_with_flow(
     check_api_reachable()
     token = progress_state.set_caller_reporter(reporter)
     try:
-        with _patient_temporary_server():
+        with _temporary_server_settings():
             return build_dataset(
                 str(recipe), str(out), limit=limit, resume=resume, fresh=fresh, skip_bad_rows=skip_bad_rows
             )
@@ -350,14 +352,30 @@ def check_api_reachable(timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def _patient_temporary_server() -> Iterator[None]:
-    """Give the temporary server time to start on a busy machine (Prefect waits 20 s, then fails the build;
-    measured here: 8-11 s idle, over 20 s with the cores shared), unless the user chose a timeout."""
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+def _temporary_server_settings() -> Iterator[None]:
+    """Settings for a build on the temporary server (no PREFECT_API_URL), unless the user chose them.
 
-    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+    - Startup timeout: Prefect waits 20 s for the temporary server, then fails the build; measured here: 8-11 s
+      idle, over 20 s with the cores shared. We wait up to ``TEMPORARY_SERVER_TIMEOUT_S``.
+    - Flow-run heartbeats off: they let a long-lived server mark a crashed run as crashed, but the temporary
+      server dies with this process, so nobody could see that. Prefect's heartbeat thread sleeps in 1 s steps and
+      is joined when the flow ends: up to a second of idle wait per build, for nothing.
+    """
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if get_current_settings().api.url:  # a running server: its settings are the user's business
         yield
         return
-    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_SERVER_TIMEOUT_S)
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+    updates: dict[Any, Any] = {}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_SERVER_TIMEOUT_S)
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = timeout
+    if not any(name in os.environ for name in HEARTBEAT_ENV):
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(updates=updates):
         yield

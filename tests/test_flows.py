@@ -212,3 +212,28 @@ def test_task_names_and_grouping() -> None:
     assert mapper.group_size(slow, remaining=10) == 1  # a slow batch is a task of its own
     mapper.workers = 4
     assert mapper.group_size(probe, remaining=16) == 2  # two tasks per worker at least
+
+
+def test_the_temporary_server_waits_longer_and_skips_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    from flows.build import HEARTBEAT_ENV, TEMPORARY_SERVER_TIMEOUT_S, _temporary_server_settings
+
+    for name in (*HEARTBEAT_ENV, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    default_heartbeat = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
+    assert default_heartbeat is not None
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        with _temporary_server_settings():  # a temporary server: it dies with the build
+            assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() is None
+            assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() >= TEMPORARY_SERVER_TIMEOUT_S
+        monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+        with _temporary_server_settings():  # the user's choice stands
+            assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == 60
+    with _temporary_server_settings():  # a running server (the fixture's PREFECT_API_URL): nothing changes
+        assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default_heartbeat
