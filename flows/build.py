@@ -38,7 +38,7 @@ from pipeline.build import (
     run_batch,
     run_build,
 )
-from pipeline.recipe import Recipe, load_recipe
+from pipeline.recipe import Recipe, load_recipe, resolve_recipe_path
 
 # Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20).
 TEMPORARY_SERVER_TIMEOUT_S = 90
@@ -317,6 +317,7 @@ def build_with_flow(
 
     A directory the build would refuse is refused here first, before any server starts.
     """
+    recipe = resolve_recipe_path(recipe)
     check_run_dir(load_recipe(recipe), expand_out(str(out)), limit, fresh=fresh, resume=resume)
     check_api_reachable()
     token = progress_state.set_caller_reporter(reporter)

@@ -16,7 +16,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
 from flows.build import build_dataset
-from pipeline.recipe import load_recipe
+from pipeline.recipe import load_recipe, resolve_recipe_path
 
 
 class DeployError(ValueError):
@@ -58,7 +58,7 @@ def make_deployment(
     limit: int | None = None,
 ) -> RunnerDeployment:
     """The deployment of the build flow for ``recipe`` (validated now: a typo fails here, not at 2 a.m.)."""
-    recipe = Path(recipe).resolve()
+    recipe = resolve_recipe_path(recipe).resolve()
     parsed = load_recipe(recipe)  # raises RecipeError with file:line
     # absolute, so runs do not depend on where the server or worker starts them ({date} is kept as is)
     out_value = str(Path(out or default_out(recipe)).expanduser().absolute())

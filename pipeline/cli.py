@@ -89,7 +89,7 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def build(
-    recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML, or the name of a shipped one (`mathaug recipes`)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
     limit: Annotated[int | None, typer.Option(help="use only the first N seed rows")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run in OUT and start over")] = False,
@@ -184,6 +184,29 @@ def inspect(
             f"parents={rec.get('parent_ids')} source={json.dumps(rec.get('source'))}[/]",
             highlight=False,
         )
+
+
+@app.command()
+def recipes() -> None:
+    """The recipes that ship with mathaug: pass a name (e.g. `mathaug build quickstart -o out`) or copy one."""
+    from pipeline.paths import shipped_recipes
+    from pipeline.recipe import RecipeError, load_recipe
+
+    table = Table(title="shipped recipes", caption="copy one to start your own: the file wins over the name")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("stages")
+    table.add_column("description")
+    table.add_column("file", overflow="fold")
+    for name, path in shipped_recipes().items():
+        try:
+            parsed = load_recipe(path)
+        except RecipeError as exc:
+            table.add_row(name, "", f"[red]{escape(str(exc))}[/]", str(path))
+            continue
+        stages = ", ".join(spec.method for spec in parsed.stages)
+        description = " ".join((parsed.description or "").split())
+        table.add_row(name, stages, escape(description), str(path))
+    out_console.print(table)
 
 
 # Parts that own their own commands register them here (each module has ``register(app)``).

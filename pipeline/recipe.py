@@ -257,8 +257,25 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def resolve_recipe_path(path: str | Path) -> Path:
+    """A recipe file, or the name of one that ships with mathaug (``quickstart`` → its ``recipes/quickstart.yaml``).
+
+    A file that exists always wins, so a user's own ``quickstart.yaml`` is never shadowed.
+    """
+    from pipeline.paths import shipped_recipes
+
     path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"{path}: recipe file not found")
+    if path.exists():
+        return path
+    shipped = shipped_recipes()
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if name in shipped and (len(path.parts) == 1 or path.parent == Path("recipes")):
+        return shipped[name]
+    raise RecipeError(
+        f"{path}: recipe file not found (recipes that ship with mathaug: {', '.join(shipped) or 'none'})"
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = resolve_recipe_path(path)
     return parse_recipe(path.read_text(encoding="utf-8"), source=str(path), base_dir=path.resolve().parent)
