@@ -96,3 +96,58 @@ def test_seeded_batch_larger_than_one_prefill_step(tiny_vllm_models: dict) -> No
     with ModelPool(tiny_vllm_models, None) as pool:
         out = pool.client("teacher", "s").complete(reqs)
     assert all(c.ok for c in out) and sum(c.prompt_tokens for c in out) > 4096
+
+
+def test_a_stalled_engine_times_out_and_a_fresh_engine_takes_over(
+    tiny_vllm_models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung engine step (injected: the real step blocks) fails the call within request_timeout_s as a
+    TimeoutError (so the flow retries the batch), and the next call runs on a new, working engine."""
+    import threading
+    import time
+
+    from pipeline.llm.errors import EngineStalledError
+    from pipeline.llm.vllm_backend import VLLMBackend
+
+    config = tiny_vllm_models["teacher"].model_copy(update={"request_timeout_s": 2.0})
+    stalled = get_engine(config)  # the shared engine: the timeout is not part of the engine's identity
+    release = threading.Event()
+    real_step = stalled.llm_engine.step
+
+    def hung_step() -> list:
+        release.wait(120)
+        return real_step()
+
+    monkeypatch.setattr(stalled.llm_engine, "step", hung_step)
+    backend = VLLMBackend(config)
+    done: dict[int, object] = {}
+    started = time.monotonic()
+    with pytest.raises(EngineStalledError, match=r"no step in 2s") as caught:
+        backend.generate(_requests(3), done.__setitem__)
+    assert isinstance(caught.value, TimeoutError) and time.monotonic() - started < 15
+    release.set()
+
+    fresh = get_engine(config)
+    assert fresh is not stalled  # the stalled engine was discarded
+    backend.generate(_requests(3), done.__setitem__)
+    assert backend.llm is fresh and sorted(done) == [0, 1, 2]
+    assert all(c.ok and c.completion_tokens > 0 for c in done.values())  # type: ignore[attr-defined]
+    backend.close()
+
+
+def test_a_failing_callback_leaves_the_engine_clean(tiny_vllm_models: dict) -> None:
+    """If the caller fails mid-batch (e.g. the cache cannot be written), the rest of the batch is aborted, not
+    left running in the engine for the next caller."""
+    from pipeline.llm.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(tiny_vllm_models["teacher"])
+
+    def explode(i: int, completion: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        backend.generate(_requests(16, max_tokens=64), explode)
+    assert not backend.llm.llm_engine.has_unfinished_requests()
+    done: dict[int, object] = {}
+    backend.generate(_requests(4), done.__setitem__)
+    assert sorted(done) == [0, 1, 2, 3]

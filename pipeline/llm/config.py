@@ -37,7 +37,9 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         None, description="name of the environment variable that holds the API key (never the key itself)"
     )
     max_concurrency: int = pydantic.Field(64, ge=1)
-    request_timeout_s: float = pydantic.Field(600.0, gt=0)
+    request_timeout_s: float = pydantic.Field(
+        600.0, gt=0, description="give up on one request (openai) or one engine step (vllm) after this long"
+    )
     max_retries: int = pydantic.Field(6, ge=0, description="retries per request (backoff 1, 2, 4 ... s)")
     retry_backoff_s: float = pydantic.Field(1.0, gt=0, description="first retry delay; doubles per retry")
     retry_backoff_max_s: float = pydantic.Field(30.0, gt=0, description="cap on one retry delay")

@@ -20,3 +20,10 @@ class ModelNotFoundError(LLMError):
 
 class BackendAuthError(LLMError):
     """The server refused the API key (401/403)."""
+
+
+class EngineStalledError(LLMError, TimeoutError):
+    """An in-process vLLM engine step ran past ``request_timeout_s`` (the engine hung or its process died
+    silently). The engine is shut down and the next use starts a new one; a ``TimeoutError``, so the flow's task
+    retry runs the batch again, and finished requests are already in the request cache.
+    """

@@ -3,6 +3,12 @@
 A batch is enqueued whole and the engine is stepped until it drains, so continuous batching sees every request
 at once (no Python-side mini-batches), and each finished request is handed back immediately (the client writes it
 to the request cache, so an interrupted stage keeps what it finished).
+
+Nothing hangs: a helper thread steps the engine and hands each step's outputs over a queue (so the caller's
+cache writes overlap the next step), and the caller gives every step ``request_timeout_s``. A step is one
+scheduling iteration (milliseconds to seconds), so a step past that means a hung engine: it is shut down, the call
+raises ``EngineStalledError`` and the next call starts a fresh engine. A request's own length is bounded by its
+``max_tokens``, and a request still queued behind others is not late, so there is no per-request clock here.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pipeline.llm.config import ModelConfig
+from pipeline.llm.errors import EngineStalledError
 from pipeline.llm.types import ChatRequest, Completion
 
 _ENGINES: dict[str, Any] = {}
@@ -88,9 +96,21 @@ def shutdown_engines() -> None:
         engines = list(_ENGINES.values())
         _ENGINES.clear()
     for llm in engines:
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None and callable(getattr(core, "shutdown", None)):
-            core.shutdown()
+        _shutdown(llm)
+
+
+def discard_engine(llm: Any) -> None:
+    """Forget one engine (the next ``get_engine`` starts a new one) and stop it."""
+    with _ENGINES_LOCK:
+        for key in [k for k, v in _ENGINES.items() if v is llm]:
+            del _ENGINES[key]
+    _shutdown(llm)
+
+
+def _shutdown(llm: Any) -> None:
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and callable(getattr(core, "shutdown", None)):
+        core.shutdown()
 
 
 class VLLMBackend:
@@ -138,29 +158,86 @@ class VLLMBackend:
         if not requests:
             return
         with self._lock:
+            if self.llm is None:  # the last engine stalled and was discarded
+                self.llm = get_engine(self.config)
             engine = self.llm.llm_engine
             if engine.has_unfinished_requests():
                 raise RuntimeError("the vLLM engine has unfinished requests from another caller")
             index = self._enqueue(requests, on_done)
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    if not out.finished:
-                        continue
-                    i = index.get(str(out.request_id))
-                    if i is None:
-                        continue
-                    on_done(
-                        i,
-                        Completion(
-                            texts=[c.text for c in out.outputs],
-                            finish_reasons=[c.finish_reason or "stop" for c in out.outputs],
-                            prompt_tokens=len(out.prompt_token_ids or []),
-                            completion_tokens=sum(len(c.token_ids) for c in out.outputs),
-                        ),
-                    )
+            steps = _Stepper(engine, list(index))
+            try:
+                for outputs in steps.outputs(self.config.request_timeout_s):
+                    for out in outputs:
+                        if not out.finished:
+                            continue
+                        i = index.get(str(out.request_id))
+                        if i is None:
+                            continue
+                        on_done(
+                            i,
+                            Completion(
+                                texts=[c.text for c in out.outputs],
+                                finish_reasons=[c.finish_reason or "stop" for c in out.outputs],
+                                prompt_tokens=len(out.prompt_token_ids or []),
+                                completion_tokens=sum(len(c.token_ids) for c in out.outputs),
+                            ),
+                        )
+            except EngineStalledError:
+                stalled, self.llm = self.llm, None
+                threading.Thread(target=discard_engine, args=(stalled,), daemon=True).start()
+                raise EngineStalledError(
+                    f"vLLM engine for {self.config.model} made no step in {self.config.request_timeout_s:g}s "
+                    "(request_timeout_s): shut it down; the next call starts a new engine"
+                ) from None
+            finally:
+                steps.stop()  # the caller failed: the driver aborts what is left, so the engine is clean
 
     def close(self) -> None:
         """Engines are per process and shared across pools; ``shutdown_engines`` frees them."""
+
+
+class _Stepper:
+    """Steps an engine in a daemon thread until it drains, handing each step's outputs over a queue."""
+
+    _DONE = object()
+
+    def __init__(self, engine: Any, request_ids: list[str]) -> None:
+        self.engine = engine
+        self.request_ids = request_ids
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.stalled = False
+        self.thread = threading.Thread(target=self._drive, name="vllm-steps", daemon=True)
+        self.thread.start()
+
+    def _drive(self) -> None:
+        try:
+            while self.engine.has_unfinished_requests():
+                if self.stopping.is_set():
+                    self.engine.abort_request(self.request_ids)
+                    break
+                self.queue.put(self.engine.step())
+            self.queue.put(self._DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self.queue.put(exc)
+
+    def outputs(self, timeout: float) -> Iterator[list[Any]]:
+        while True:
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                self.stalled = True
+                raise EngineStalledError(f"no engine step in {timeout:g}s") from None
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if not self.stalled:  # a stalled driver is stuck in the engine; the engine's shutdown frees it
+            self.thread.join()
 
 
 def _external_id(request_id: str) -> str:
