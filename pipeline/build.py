@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from pipeline import __version__
 from pipeline.funnel import Funnel
 from pipeline.io.card import write_card
+from pipeline.io.dropped import DROPPED_SUBDIR, DroppedWriter
 from pipeline.io.seeds import LoadReport, load_seeds
 from pipeline.io.shards import MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_table
 from pipeline.paths import ROOT
@@ -79,6 +80,16 @@ def _state_payload(recipe: Recipe, limit: int | None) -> dict[str, Any]:
     return {"recipe": recipe.model_dump(mode="json", by_alias=True), "limit": limit}
 
 
+def _upgraded_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's payload as this version of mathaug reads it: a recipe option added since the run started
+    takes its default, so upgrading mathaug does not make every existing run "a different recipe"."""
+    try:
+        recipe = Recipe.model_validate(payload["recipe"])
+    except Exception:  # noqa: BLE001 - an option was removed or changed type: compare as stored
+        return payload
+    return {**payload, "recipe": recipe.model_dump(mode="json", by_alias=True)}
+
+
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -91,7 +102,8 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 def remove_stray_temp_files(out_dir: Path) -> int:
     """Delete the temp files a killed writer leaves (``.NAME.tmp-PID``); they are never part of a result."""
     removed = 0
-    for folder in (out_dir, out_dir / "data", out_dir / WORK_DIR, *(out_dir / WORK_DIR / "stages").glob("*")):
+    folders = (out_dir, out_dir / "data", out_dir / DROPPED_SUBDIR, out_dir / WORK_DIR)
+    for folder in (*folders, *(out_dir / WORK_DIR / "stages").glob("*")):
         if folder.is_dir():
             for tmp in folder.glob(".*.tmp-*"):
                 tmp.unlink(missing_ok=True)
@@ -117,7 +129,7 @@ def check_run_dir(
                 f"{out_dir} already holds run {state.get('run_id')} (started {state.get('created_at')}); "
                 "resume it (drop --no-resume), discard it with --fresh, or choose another --out."
             )
-        differing = _diff_keys(state["payload"], _state_payload(recipe, limit))
+        differing = _diff_keys(_upgraded_payload(state["payload"]), _state_payload(recipe, limit))
         if differing:
             raise IncompatibleRunError(
                 f"{out_dir} holds a run of a different recipe (differs in: {', '.join(differing[:12])}). "
@@ -147,6 +159,7 @@ def prepare_run(
     if fresh and out_dir.exists():
         shutil.rmtree(work / "stages", ignore_errors=True)
         shutil.rmtree(out_dir / "data", ignore_errors=True)
+        shutil.rmtree(out_dir / DROPPED_SUBDIR, ignore_errors=True)
         for name in (MANIFEST, "README.md", STATE_FILE):
             (out_dir / name).unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
@@ -339,7 +352,11 @@ def map_sequential(jobs: list[BatchJob], reporter: Reporter) -> list[BatchResult
 
 
 def verify_records(
-    records: Iterable[dict[str, Any]], consistency: bool, keep_failed: bool, funnel: Funnel
+    records: Iterable[dict[str, Any]],
+    consistency: bool,
+    keep_failed: bool,
+    funnel: Funnel,
+    on_dropped: Callable[[dict[str, Any], str], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Re-check each row's final answer against its solution; drop (or mark) rows that fail.
 
@@ -370,6 +387,8 @@ def verify_records(
         else:
             funnel.add(rec["method"], "failed")
             if not keep_failed:
+                if on_dropped is not None:
+                    on_dropped(rec, ver.get("detail") or f"no final answer in the solution matches {answer!r}")
                 continue
         yield rec
 
@@ -462,12 +481,37 @@ def run_build(
 
     from pipeline import dedup
 
+    compression = "none" if recipe.output.compression == "none" else recipe.output.compression
+    dropped = (
+        DroppedWriter(state.out_dir, recipe.output.rows_per_shard, compression)
+        if recipe.output.keep_dropped
+        else None
+    )
+
+    def drop_to(step: str) -> Callable[[dict[str, Any], str | None], None] | None:
+        if dropped is None:
+            return None
+        if step in ("exact_dedup", "near_dedup"):
+            what = (
+                "the same question (normalised)"
+                if step == "exact_dedup"
+                else f"a near-duplicate question (estimated Jaccard >= {recipe.dedup.near.threshold:g})"
+            )
+            return lambda rec, keeper: dropped.add(
+                rec, step, what + (" of a row of earlier output (dedup.against)" if keeper is None else ""), keeper
+            )
+        return lambda rec, detail: dropped.add(rec, step, detail)
+
     rows: Iterable[dict[str, Any]] = verify_records(
-        tick(stream()), recipe.verify.consistency, recipe.verify.keep_failed, funnel
+        tick(stream()), recipe.verify.consistency, recipe.verify.keep_failed, funnel, drop_to("verify")
     )
     if recipe.dedup.exact:
         rows = dedup.exact_dedup(
-            rows, funnel=funnel, stage_order=recipe.stage_order(), work_dir=state.work_dir / "exact"
+            rows,
+            funnel=funnel,
+            stage_order=recipe.stage_order(),
+            work_dir=state.work_dir / "exact",
+            on_duplicate=drop_to("exact_dedup"),
         )
     if recipe.dedup.near.enabled:
         rows = dedup.near_dedup(
@@ -478,12 +522,16 @@ def run_build(
             index_dir=state.work_dir / "lsh",
             against=[Path(p) for p in recipe.dedup.against],
             stage_order=recipe.stage_order(),
+            on_duplicate=drop_to("near_dedup"),
         )
     if recipe.decontaminate.enabled:
         rows = dedup.decontaminate(
-            rows, benchmarks=recipe.decontaminate.benchmarks, ngram=recipe.decontaminate.ngram, funnel=funnel
+            rows,
+            benchmarks=recipe.decontaminate.benchmarks,
+            ngram=recipe.decontaminate.ngram,
+            funnel=funnel,
+            on_contaminated=drop_to("decontaminate"),
         )
-    compression = "none" if recipe.output.compression == "none" else recipe.output.compression
     with ShardWriter(
         state.out_dir,
         rows_per_shard=recipe.output.rows_per_shard,
@@ -491,7 +539,10 @@ def run_build(
         split=recipe.output.split,
         compression=compression,
     ) as writer:
-        writer.write(_count_kept(rows, funnel))
+        try:
+            writer.write(_count_kept(rows, funnel))
+        finally:  # what was dropped before a failure is still worth reading
+            dropped_summary = dropped.close() if dropped is not None else None
         reporter.stage_finished("verify+dedup+write")
         seconds = time.perf_counter() - started
         manifest = writer.close(
@@ -503,6 +554,7 @@ def run_build(
             funnel=funnel.to_dict(),
             batches={"resumed": resumed, "computed": computed},
             seconds=round(seconds, 3),
+            **({"dropped": dropped_summary} if dropped_summary is not None else {}),
         )
     write_card(state.out_dir, recipe, manifest, funnel)
     return BuildResult(state.out_dir, state.run_id, writer.rows_written, funnel, manifest, seconds, resumed,

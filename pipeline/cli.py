@@ -174,6 +174,14 @@ def inspect(
             if reasons:
                 shown_reasons = ", ".join(f"{k}={v:,}" for k, v in reasons[:8])
                 out_console.print(f"[dim]{stage} rejected: {shown_reasons}[/]", highlight=False)
+    if manifest.get("dropped"):
+        drops = manifest["dropped"]
+        steps = ", ".join(f"{step} {n:,}" for step, n in sorted(drops["by_step"].items(), key=lambda kv: -kv[1]))
+        out_console.print(
+            f"dropped rows: {drops['rows']:,} ({steps or 'none'}), row by row with the reason in "
+            f"[bold]{Path(out) / 'dropped'}[/]",
+            highlight=False,
+        )
     for rec in shown:
         out_console.rule(f"{rec['method']} · {rec['id']}")
         out_console.print(f"[bold]Q:[/] {rec['question']}", highlight=False)

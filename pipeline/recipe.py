@@ -89,6 +89,9 @@ class OutputSpec(BaseModel):
     include_seeds: bool = Field(True, description="write the seed rows too (method 'seed')")
     split: str = "train"
     license: str | None = Field(None, description="dataset card licence (default: inherited from the seeds)")
+    keep_dropped: bool = Field(
+        True, description="write every row that verification, dedup or decontamination removed to OUT/dropped/"
+    )
 
 
 class OrchestrationSpec(BaseModel):

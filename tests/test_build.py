@@ -119,3 +119,69 @@ def test_cli_error_is_one_line_and_inspect_works(quickstart, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "symbolic" in proc.stdout and "verified" in proc.stdout
     assert pq.read_metadata(next((out / "data").glob("*.parquet"))).num_rows > 0
+
+
+def test_every_dropped_row_is_kept_aside_with_its_reason(tmp_path):
+    """verify failures, exact and near duplicates and benchmark overlaps land in OUT/dropped, one row each,
+    matching the funnel; a duplicate names the row kept in its place."""
+    rows = [
+        {"question": "Tom has 2 apples and buys 3 more. How many apples does Tom have now?",
+         "solution": "2 + 3 = 5. The answer is 5.", "answer": "5"},
+        {"question": "tom has 2 apples and buys 3 more.  How many apples does Tom have now",  # exact dup
+         "solution": "He has 2 + 3 = 5 apples. The answer is 5.", "answer": "5"},
+        {"question": "A farmer plants 12 rows of corn with 30 plants in each row, and then he plants "
+                     "12 more plants by the fence. How many corn plants did the farmer plant in total?",
+         "solution": "12 * 30 + 12 = 372. The answer is 372.", "answer": "372"},
+        {"question": "A farmer plants 12 rows of corn with 30 plants in each row, and then she plants "
+                     "12 more plants by the fence. How many corn plants did the farmer plant in total?",  # near dup
+         "solution": "12 * 30 = 360 and 360 + 12 = 372. The answer is 372.", "answer": "372"},
+        {"question": "Sam reads 4 pages a day for 6 days. How many pages does he read?",
+         "solution": "4 * 6 = 24. The answer is 25.", "answer": "24"},  # fails verification
+        {"question": "Janet\u2019s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes "
+                     "muffins for her friends every day with four. She sells the remainder at the farmers' market "
+                     "daily for $2 per fresh duck egg. How much in dollars does she make every day at the "
+                     "farmers' market?",  # GSM8K test
+         "solution": "16 - 3 - 4 = 9 eggs, 9 * 2 = 18. The answer is 18.", "answer": "18"},
+    ]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = (f"name: drops\nseeds:\n  - {{format: jsonl, path: {seeds}}}\n"
+            "dedup: {exact: true, near: {threshold: 0.7}}\n")
+    result = run_build(parse_recipe(text), tmp_path / "out")
+    dropped = pq.read_table(tmp_path / "out" / "dropped").to_pylist()
+    by_step = {}
+    for row in dropped:
+        by_step.setdefault(row["dropped_by"], []).append(row)
+    assert {step: len(v) for step, v in by_step.items()} == {
+        "verify": 1, "exact_dedup": 1, "near_dedup": 1, "decontaminate": 1
+    }
+    funnel = result.funnel.get("seed", "failed") + result.funnel.get("seed", "duplicates") + result.funnel.get(
+        "seed", "contaminated"
+    )
+    assert funnel == len(dropped) == read_manifest(tmp_path / "out")["dropped"]["rows"]
+    kept = {r["id"]: r for r in read_records(tmp_path / "out")}
+    assert len(kept) == result.rows == 2 and not set(kept) & {r["id"] for r in dropped}
+    assert "Sam reads" in by_step["verify"][0]["question"] and "25" in by_step["verify"][0]["drop_detail"]
+    assert "Janet" in by_step["decontaminate"][0]["question"] and by_step["decontaminate"][0]["drop_detail"]
+    for step in ("exact_dedup", "near_dedup"):
+        (row,) = by_step[step]
+        assert row["duplicate_of"] in kept and row["duplicate_of"] != row["id"]
+        assert kept[row["duplicate_of"]]["question"][:10].lower() == row["question"][:10].lower()
+
+    off = parse_recipe(text + "output: {keep_dropped: false}\n")
+    run_build(off, tmp_path / "off")
+    assert not (tmp_path / "off" / "dropped").exists() and "dropped" not in read_manifest(tmp_path / "off")
+
+
+def test_a_run_started_before_a_new_recipe_option_still_resumes(quickstart):
+    """Upgrading mathaug adds recipe options; a run whose stored recipe lacks one (at its default) resumes."""
+    recipe, out, _ = quickstart
+    state_path = out / ".mathaug" / "run.json"
+    state = json.loads(state_path.read_text())
+    del state["payload"]["recipe"]["output"]["keep_dropped"]  # as written by a mathaug without the option
+    state_path.write_text(json.dumps(state))
+    assert run_build(recipe, out).computed_batches == 0
+    changed = recipe.model_copy(deep=True)
+    changed.output.keep_dropped = False  # not the default: a real difference, named
+    with pytest.raises(IncompatibleRunError, match=r"output\.keep_dropped"):
+        run_build(changed, out)

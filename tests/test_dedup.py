@@ -214,9 +214,11 @@ def test_against_earlier_output_drops_its_near_duplicates(tmp_path) -> None:
         rec("A brand new question about 7 trains and 2 stations.", "persona"),
     ]
     funnel = Funnel()
-    out = list(near_dedup(new, funnel=funnel, against=[earlier]))
+    told: list[tuple[str, str | None]] = []
+    out = list(near_dedup(new, funnel=funnel, against=[earlier], on_duplicate=lambda r, k: told.append((r["id"], k))))
     assert [r["id"] for r in out] == [new[1]["id"], new[2]["id"]]
     assert funnel.get("persona", "duplicates") == 1
+    assert told == [(new[0]["id"], None)]  # kept in its place: a row of the earlier output, not of this run
     with pytest.raises(FileNotFoundError, match="no Parquet shards"):
         list(near_dedup(new, against=[tmp_path / "empty"]))
 

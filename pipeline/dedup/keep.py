@@ -102,3 +102,15 @@ def choose_keepers(
     totals = np.bincount(group, weights=weight)
     folded[keep] = (totals[group[keep]] - 1).astype(np.int64)
     return keep, folded
+
+
+def keeper_positions(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """For each of the ``len(keep)`` rows, the position of the row its group kept (-1: the group's keeper is a
+    row of earlier output, ``--against``). Kept rows point at themselves."""
+    n = len(keep)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    _, group = np.unique(labels[:n], return_inverse=True)
+    by_group = np.full(int(group.max()) + 1, -1, dtype=np.int64)
+    by_group[group[keep]] = np.nonzero(keep)[0]
+    return by_group[group]

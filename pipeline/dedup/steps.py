@@ -21,12 +21,14 @@ import pyarrow.parquet as pq
 from pipeline.dedup.clusters import cluster_labels
 from pipeline.dedup.decontam import DECONTAM_THRESHOLD, DEFAULT_BENCHMARKS, Decontaminator
 from pipeline.dedup.index import SignatureIndex
-from pipeline.dedup.keep import RankColumns, choose_keepers, stage_rank_table
+from pipeline.dedup.keep import RankColumns, choose_keepers, keeper_positions, stage_rank_table
 from pipeline.dedup.spill import RecordSpill
 from pipeline.dedup.text import exact_key
 from pipeline.funnel import Funnel
 
 Progress = Callable[[str, int], None]
+# Told of each dropped row and the id of the row kept in its place (None: a row of earlier output, --against).
+OnDuplicate = Callable[[dict[str, Any], str | None], None]
 BATCH = 10_000
 
 
@@ -67,6 +69,7 @@ def exact_dedup(
     work_dir: Path | None = None,
     batch_size: int = BATCH,
     progress: Progress | None = None,
+    on_duplicate: OnDuplicate | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Drop rows whose normalised question (case, spacing, punctuation folded; numbers kept) was seen.
 
@@ -90,18 +93,33 @@ def exact_dedup(
                 progress("reading", len(batch))
         all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.uint64)
         labels = np.unique(all_keys, return_inverse=True)[1].astype(np.int64)
-        keep, folded = choose_keepers(labels, *cols.arrays())
+        arrays = cols.arrays()
+        keep, folded = choose_keepers(labels, *arrays)
+        keeper_id = _keeper_ids(labels, keep, arrays[2]) if on_duplicate else None
         try:
             for i, rec in enumerate(spill):
                 if keep[i]:
                     rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
                     yield rec
-                elif funnel is not None:
+                    continue
+                if funnel is not None:
                     funnel.add(stage_key(rec), "duplicates", 1)
+                if keeper_id is not None and on_duplicate is not None:
+                    on_duplicate(rec, keeper_id(i))
                 if progress and (i + 1) % batch_size == 0:
                     progress("writing", batch_size)
         finally:
             spill.remove()
+
+
+def _keeper_ids(labels: np.ndarray, keep: np.ndarray, ids: np.ndarray) -> Callable[[int], str | None]:
+    positions = keeper_positions(labels, keep)
+
+    def keeper_id(i: int) -> str | None:
+        j = int(positions[i])
+        return None if j < 0 else ids[j].decode("utf-8")
+
+    return keeper_id
 
 
 def _against_batches(against: Sequence[Path], batch_size: int) -> Iterator[list[str]]:
@@ -135,6 +153,7 @@ def near_dedup(
     workers: int | None = None,
     batch_size: int = BATCH,
     progress: Progress | None = None,
+    on_duplicate: OnDuplicate | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Keep one row per near-duplicate cluster (estimated Jaccard ≥ ``threshold``, same numbers).
 
@@ -179,13 +198,18 @@ def near_dedup(
                 on_stage=(lambda s: progress(s, 0)) if progress else None,
             )
             del sigs
-            keep, folded = choose_keepers(labels, *cols.arrays(), anchors=index.rows_of("against"))
+            arrays = cols.arrays()
+            keep, folded = choose_keepers(labels, *arrays, anchors=index.rows_of("against"))
+            keeper_id = _keeper_ids(labels, keep, arrays[2]) if on_duplicate else None
             for i, rec in enumerate(spill):
                 if keep[i]:
                     rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
                     yield rec
-                elif funnel is not None:
+                    continue
+                if funnel is not None:
                     funnel.add(rec["method"], "duplicates", 1)
+                if keeper_id is not None and on_duplicate is not None:
+                    on_duplicate(rec, keeper_id(i))
                 if progress and (i + 1) % batch_size == 0:
                     progress("writing", batch_size)
         finally:

@@ -5,6 +5,7 @@ Layout of an output directory::
     OUT/data/train-00000.parquet ...   the dataset (zstd Parquet, SCHEMA from pipeline.records)
     OUT/manifest.json                  shards, row counts, sha256, schema version, recipe hash, run id, funnel
     OUT/README.md                      Hugging Face dataset card (pipeline.io.card)
+    OUT/dropped/dropped-00000.parquet  rows the build removed, with the step and reason (pipeline.io.dropped)
     OUT/.mathaug/                      work files (resume state, caches); ignored by dataset loaders
 
 A shard is written to a temporary file, fsynced, then renamed: a reader never sees half a shard. The manifest is
