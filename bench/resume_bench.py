@@ -8,7 +8,9 @@ and checks the result against a reference build made without interruption:
   the reference lives in another directory, so it is another run; within the resumed directory every row carries
   the one run id of its ``run.json``, kept from the killed attempt);
 - a complete manifest whose shards all exist with their listed row counts and sha256, and no other shard files;
-- no temp files (``.NAME.tmp-PID``) left anywhere in the directory.
+- no temp files (``.NAME.tmp-PID``) left anywhere in the directory;
+- the same dropped-rows table (``OUT/dropped``: the same ids, each removed by the same step in favour of the
+  same kept row).
 
 The builds report to one Prefect server started for the bench, so the kill moments fall in the build itself and
 not in a temporary server's start. Seeds: GSM8K train from /work/shared when present (first 1,200 rows), else the
@@ -151,7 +153,17 @@ def rows(out: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def check(out: Path, reference: dict[str, dict[str, Any]]) -> list[str]:
+def dropped(out: Path) -> list[tuple[str, str, str | None]]:
+    """The dropped-rows table as (id, step, id kept in its place), sorted."""
+    import pyarrow.parquet as pq
+
+    if not (out / "dropped").is_dir():
+        return []
+    table = pq.read_table(out / "dropped", columns=["id", "dropped_by", "duplicate_of"])
+    return sorted(zip(*(table.column(c).to_pylist() for c in table.column_names)))
+
+
+def check(out: Path, reference: dict[str, dict[str, Any]], reference_dropped: list[Any]) -> list[str]:
     problems = []
     manifest = json.loads((out / "manifest.json").read_text())
     if not manifest.get("complete"):
@@ -187,6 +199,8 @@ def check(out: Path, reference: dict[str, dict[str, Any]]) -> list[str]:
         ]
         if differing:
             problems.append(f"{len(differing)} rows differ (e.g. {differing[0]})")
+    if dropped(out) != reference_dropped:
+        problems.append("the dropped-rows table differs")
     run_id = json.loads((out / ".mathaug" / "run.json").read_text())["run_id"]
     if {r["run_id"] for r in got.values()} != {run_id} or manifest["run_id"] != run_id:
         problems.append("rows or manifest carry another run id than run.json")
@@ -209,9 +223,10 @@ def main() -> int:
         ref_dir = work / "reference"
         seconds = run_to_end(build_cmd(recipe, ref_dir, limit), env, work / "reference.log")
         reference = rows(ref_dir)
+        reference_dropped = dropped(ref_dir)
         batches = json.loads((ref_dir / "manifest.json").read_text())["batches"]["computed"]
         print(
-            f"reference build: {len(reference):,} rows, {batches} batches, "
+            f"reference build: {len(reference):,} rows ({len(reference_dropped):,} dropped), {batches} batches, "
             f"{len(json.loads((ref_dir / 'manifest.json').read_text())['shards'])} shards, "
             f"{seconds:.1f} s wall (CLI process start included)"
         )
@@ -239,7 +254,7 @@ def main() -> int:
             killed, at = kill_at(build_cmd(recipe, out, limit), env, target, jitter, log)
             state = left_behind(out) if killed else "finished before the kill"
             resume_s = run_to_end(build_cmd(recipe, out, limit), env, log)
-            problems = check(out, reference)
+            problems = check(out, reference, reference_dropped)
             batches_info = json.loads((out / "manifest.json").read_text())["batches"]
             ok = not problems
             passed += ok
