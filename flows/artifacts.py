@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from pipeline.build import BuildResult
 from pipeline.funnel import Funnel
+from pipeline.io.dropped import describe_dropped
 from pipeline.io.shards import shard_paths
 
 FUNNEL_KEY = "mathaug-funnel"
@@ -113,6 +114,11 @@ def summary_markdown(recipe_name: str, result: BuildResult, samples: list[dict[s
         f"- **dataset**: `{result.out_dir / 'data'}` ({shards} Parquet shard{'s' if shards != 1 else ''})",
         f"- **run id**: `{result.run_id}` · **time**: {result.seconds:.1f} s · {batches}",
         '- **load it**: `datasets.load_dataset("parquet", data_dir="' + str(result.out_dir / "data") + '")`',
+        *(
+            [f"- **dropped**: {dropped} in `{result.out_dir / 'dropped'}`, each with its step and reason"]
+            if (dropped := describe_dropped(manifest))
+            else []
+        ),
         "",
         "## Funnel",
         "",

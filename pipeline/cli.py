@@ -138,6 +138,7 @@ def inspect(
     samples: Annotated[int, typer.Option(help="sample rows to show")] = 3,
 ) -> None:
     """Counts per method and verification status, the funnel, and a few sample rows."""
+    from pipeline.io.dropped import describe_dropped
     from pipeline.io.shards import read_manifest, read_records
 
     manifest = read_manifest(out)
@@ -174,13 +175,10 @@ def inspect(
             if reasons:
                 shown_reasons = ", ".join(f"{k}={v:,}" for k, v in reasons[:8])
                 out_console.print(f"[dim]{stage} rejected: {shown_reasons}[/]", highlight=False)
-    if manifest.get("dropped"):
-        drops = manifest["dropped"]
-        steps = ", ".join(f"{step} {n:,}" for step, n in sorted(drops["by_step"].items(), key=lambda kv: -kv[1]))
+    dropped = describe_dropped(manifest)
+    if dropped:
         out_console.print(
-            f"dropped rows: {drops['rows']:,} ({steps or 'none'}), row by row with the reason in "
-            f"[bold]{Path(out) / 'dropped'}[/]",
-            highlight=False,
+            f"dropped: {dropped}, row by row with the reason in [bold]{Path(out) / 'dropped'}[/]", highlight=False
         )
     for rec in shown:
         out_console.rule(f"{rec['method']} · {rec['id']}")

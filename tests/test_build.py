@@ -41,6 +41,10 @@ def test_quickstart_rows_are_verified_with_provenance(quickstart):
     assert manifest["funnel"]["symbolic"]["kept"] == sum(r["method"] == "symbolic" for r in rows)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: mit") and "data/train-*.parquet" in card and "GSM-Symbolic" in card
+    dropped = manifest["dropped"]["rows"]
+    assert dropped == sum(f.get("duplicates", 0) + f.get("contaminated", 0) + f.get("failed", 0)
+                          for f in manifest["funnel"].values())
+    assert f"kept aside in `dropped/`: {dropped:,} rows" in card
 
 
 def test_output_loads_with_datasets(quickstart):

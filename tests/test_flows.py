@@ -57,6 +57,7 @@ def test_flow_writes_the_same_rows_as_the_plain_build_and_shows_its_funnel(tmp_p
     assert funnel["total"]["kept"] == result.rows
     summary = arts["mathaug-summary"].data
     assert f"{result.rows:,} rows" in summary and "## Sample rows" in summary and "### symbolic" in summary
+    assert f"**dropped**: {result.manifest['dropped']['rows']:,} rows" in summary
     assert float(arts["mathaug-progress"].data) == 100.0
 
     # tasks named after their stage and batches, each batch in exactly one task: the first batch of a stage

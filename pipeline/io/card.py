@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from pipeline.funnel import COLUMNS, Funnel
+from pipeline.io.dropped import describe_dropped
 from pipeline.io.shards import atomic_write_bytes
 
 # licence of each seed dataset we know (HF licence identifiers)
@@ -82,6 +83,10 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> str:
     lines.append("|" + "---|" * len(cols))
     for row in funnel.rows():
         lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    dropped = describe_dropped(manifest)
+    if dropped:
+        lines += ["", f"Rows removed by verification, dedup or decontamination are kept aside in `dropped/`: {dropped},"
+                  " each with `dropped_by`, `drop_detail` and `duplicate_of`."]
     lines += ["", "## Methods", ""]
     for method in methods:
         lines.append(f"- `{method}`: {CITATIONS.get(method, 'see mathaug docs')}")

@@ -59,3 +59,12 @@ class DroppedWriter:
         """Write what is buffered; the summary for the manifest."""
         self._flush()
         return {"rows": sum(self.by_step.values()), "by_step": dict(self.by_step), "files": self.files}
+
+
+def describe_dropped(manifest: dict[str, Any]) -> str | None:
+    """``417 rows (near_dedup 417)`` from a manifest, or None when the build kept no dropped-rows table."""
+    drops = manifest.get("dropped")
+    if not drops:
+        return None
+    steps = ", ".join(f"{step} {n:,}" for step, n in sorted(drops["by_step"].items(), key=lambda kv: -kv[1]))
+    return f"{drops['rows']:,} rows" + (f" ({steps})" if steps else "")
