@@ -340,14 +340,15 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
     return out
 
 
-def _rewrite(cands: list[Candidate], steps: _Steps) -> None:
-    p = steps.params
-    comps = steps.ask(
-        "rewrite",
-        cands,
-        lambda c: {"persona": c.persona, "question": c.parent["question"]},
-        _problem_check("rewrite", p.check_quantities),
-    )
+def _ask_problems(
+    steps: _Steps,
+    step: str,
+    cands: list[Candidate],
+    variables: Callable[[Candidate], dict[str, Any]],
+    check: Callable[[Candidate, str, str], str | None],
+) -> list[Candidate]:
+    """One problem per candidate (rewrite or synthesize); the candidates whose problem passed its check."""
+    comps = steps.ask(step, cands, variables, check)
     live = []
     for cand, comp in zip(cands, comps, strict=True):
         if not comp.ok:
@@ -357,24 +358,44 @@ def _rewrite(cands: list[Candidate], steps: _Steps) -> None:
         else:
             cand.question = clean_problem(comp.texts[0])
             live.append(cand)
-    if not live:
-        return
+    return live
 
+
+def _solve(steps: _Steps, live: list[Candidate]) -> list[tuple[Candidate, str | None]]:
+    """``samples`` solutions per candidate; each answered candidate with its majority answer (None: no majority)."""
     comps = steps.ask("solve", live, lambda c: {"question": c.question}, _solution_check("solve"))
-    wrong: list[Candidate] = []
+    solved = []
     for cand, comp in zip(live, comps, strict=True):
         if not comp.ok:
             cand.reject = "request_error"
             continue
         cand.samples, cand.answers = list(comp.texts), _answers(comp)
-        top = majority(cand.answers, p.min_agree)
+        solved.append((cand, majority(cand.answers, steps.params.min_agree)))
+    return solved
+
+
+def _solution_with(cand: Candidate, answer: str) -> str:
+    """The first sampled solution whose answer matches ``answer`` (one exists: ``answer`` came from them)."""
+    return next(t for t, a in zip(cand.samples, cand.answers, strict=True) if a and answers_match(a, answer))
+
+
+def _rewrite(cands: list[Candidate], steps: _Steps) -> None:
+    p = steps.params
+    live = _ask_problems(
+        steps,
+        "rewrite",
+        cands,
+        lambda c: {"persona": c.persona, "question": c.parent["question"]},
+        _problem_check("rewrite", p.check_quantities),
+    )
+    if not live:
+        return
+
+    wrong: list[Candidate] = []
+    for cand, top in _solve(steps, live):
         if top is not None and answers_match(top, cand.gold):
             votes = _votes(cand.answers, cand.gold)
-            cand.solution = next(
-                t
-                for t, a in zip(cand.samples, cand.answers, strict=True)
-                if a and answers_match(a, cand.gold)
-            )
+            cand.solution = _solution_with(cand, cand.gold)
             cand.verdict = {
                 "status": "verified",
                 "method": "majority",
@@ -439,35 +460,18 @@ def _wrong_solution(cand: Candidate, top: str | None) -> str | None:
 
 def _synthesize(cands: list[Candidate], steps: _Steps) -> None:
     p = steps.params
-    comps = steps.ask(
-        "synthesize", cands, lambda c: {"persona": c.persona}, _problem_check("synthesize", quantities=False)
+    live = _ask_problems(
+        steps, "synthesize", cands, lambda c: {"persona": c.persona}, _problem_check("synthesize", quantities=False)
     )
-    live = []
-    for cand, comp in zip(cands, comps, strict=True):
-        if not comp.ok:
-            cand.reject = "request_error"
-        elif comp.problems[0] is not None:
-            cand.reject = comp.problems[0]
-        else:
-            cand.question = clean_problem(comp.texts[0])
-            live.append(cand)
     if not live:
         return
-    comps = steps.ask("solve", live, lambda c: {"question": c.question}, _solution_check("solve"))
-    for cand, comp in zip(live, comps, strict=True):
-        if not comp.ok:
-            cand.reject = "request_error"
-            continue
-        cand.samples, cand.answers = list(comp.texts), _answers(comp)
-        top = majority(cand.answers, p.min_agree)
+    for cand, top in _solve(steps, live):
         if top is None:
             cand.reject = "no_agreement"
             continue
         votes = _votes(cand.answers, top)
         cand.answer = top
-        cand.solution = next(
-            t for t, a in zip(cand.samples, cand.answers, strict=True) if a and answers_match(a, top)
-        )
+        cand.solution = _solution_with(cand, top)
         cand.verdict = {
             "status": "verified",
             "method": "majority",
