@@ -9,25 +9,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.build import BuildResult
-from pipeline.funnel import Funnel
+from pipeline.funnel import COLUMNS, Funnel
 from pipeline.io.dropped import describe_dropped
 from pipeline.io.shards import shard_paths
 
 FUNNEL_KEY = "mathaug-funnel"
 SUMMARY_KEY = "mathaug-summary"
-# The funnel's columns, in the order a reader follows a row's fate; "tokens" is tokens_in + tokens_out.
-FUNNEL_COLUMNS = (
-    "in",
-    "generated",
-    "rejected",
-    "verified",
-    "failed",
-    "duplicates",
-    "contaminated",
-    "kept",
-    "tokens",
-    "seconds",
-)
+# The UI table's columns: the funnel's own (pipeline.funnel.COLUMNS, in the order a reader follows a row's fate),
+# with the model-request breakdown folded into one "tokens" column (tokens_in + tokens_out) before "seconds".
+FOLDED_COLUMNS = ("requests", "cache_hits", "tokens_in", "tokens_out", "tokens_per_s")
+FUNNEL_COLUMNS = (*(c for c in COLUMNS if c not in (*FOLDED_COLUMNS, "seconds")), "tokens", "seconds")
 
 
 SAMPLE_COLUMNS = ["id", "method", "question", "solution", "answer", "verification", "parent_ids"]
