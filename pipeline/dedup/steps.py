@@ -45,6 +45,10 @@ def _batched(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict
         yield batch
 
 
+def _method(record: dict[str, Any]) -> str:
+    return record["method"]
+
+
 def content_key(value: str) -> int:
     """A 63-bit content hash: orders rows inside an LSH bucket without looking at input position."""
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little") >> 1
@@ -63,7 +67,7 @@ def _work_dir(directory: Path | None, prefix: str) -> Iterator[Path]:
 def exact_dedup(
     records: Iterable[dict[str, Any]],
     funnel: Funnel | None = None,
-    stage_key: Callable[[dict[str, Any]], str] = lambda r: r["method"],
+    stage_key: Callable[[dict[str, Any]], str] = _method,
     *,
     stage_order: Sequence[str] = (),
     work_dir: Path | None = None,
@@ -95,31 +99,41 @@ def exact_dedup(
         labels = np.unique(all_keys, return_inverse=True)[1].astype(np.int64)
         arrays = cols.arrays()
         keep, folded = choose_keepers(labels, *arrays)
-        keeper_id = _keeper_ids(labels, keep, arrays[2]) if on_duplicate else None
         try:
-            for i, rec in enumerate(spill):
-                if keep[i]:
-                    rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
-                    yield rec
-                    continue
-                if funnel is not None:
-                    funnel.add(stage_key(rec), "duplicates", 1)
-                if keeper_id is not None and on_duplicate is not None:
-                    on_duplicate(rec, keeper_id(i))
-                if progress and (i + 1) % batch_size == 0:
-                    progress("writing", batch_size)
+            yield from _emit_keepers(
+                spill, labels, keep, folded, arrays[2], stage_key, funnel, on_duplicate, progress, batch_size
+            )
         finally:
             spill.remove()
 
 
-def _keeper_ids(labels: np.ndarray, keep: np.ndarray, ids: np.ndarray) -> Callable[[int], str | None]:
-    positions = keeper_positions(labels, keep)
-
-    def keeper_id(i: int) -> str | None:
-        j = int(positions[i])
-        return None if j < 0 else ids[j].decode("utf-8")
-
-    return keeper_id
+def _emit_keepers(
+    spill: RecordSpill,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    folded: np.ndarray,
+    ids: np.ndarray,
+    stage_key: Callable[[dict[str, Any]], str],
+    funnel: Funnel | None,
+    on_duplicate: OnDuplicate | None,
+    progress: Progress | None,
+    batch_size: int,
+) -> Iterator[dict[str, Any]]:
+    """Pass 2 of exact and near dedup: the parked rows in input order, keepers stamped with what they absorbed;
+    each dropped row counted under ``duplicates`` and told to ``on_duplicate`` with its keeper's id."""
+    keepers = keeper_positions(labels, keep) if on_duplicate is not None else None
+    for i, rec in enumerate(spill):
+        if keep[i]:
+            rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
+            yield rec
+        else:
+            if funnel is not None:
+                funnel.add(stage_key(rec), "duplicates", 1)
+            if on_duplicate is not None and keepers is not None:
+                j = int(keepers[i])
+                on_duplicate(rec, None if j < 0 else ids[j].decode("utf-8"))
+        if progress and (i + 1) % batch_size == 0:
+            progress("writing", batch_size)
 
 
 def _against_batches(against: Sequence[Path], batch_size: int) -> Iterator[list[str]]:
@@ -200,18 +214,9 @@ def near_dedup(
             del sigs
             arrays = cols.arrays()
             keep, folded = choose_keepers(labels, *arrays, anchors=index.rows_of("against"))
-            keeper_id = _keeper_ids(labels, keep, arrays[2]) if on_duplicate else None
-            for i, rec in enumerate(spill):
-                if keep[i]:
-                    rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
-                    yield rec
-                    continue
-                if funnel is not None:
-                    funnel.add(rec["method"], "duplicates", 1)
-                if keeper_id is not None and on_duplicate is not None:
-                    on_duplicate(rec, keeper_id(i))
-                if progress and (i + 1) % batch_size == 0:
-                    progress("writing", batch_size)
+            yield from _emit_keepers(
+                spill, labels, keep, folded, arrays[2], _method, funnel, on_duplicate, progress, batch_size
+            )
         finally:
             spill.remove()
 
