@@ -17,10 +17,10 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from . import evaluate as ev
-from .normalize import clean_latex, text_key
+from .normalize import clean_latex, formula_marks, text_key
 from .parse import Node, ParseError, parse_cleaned
 from .sandbox import VerifyTimeout
-from .units import convert_factor
+from .units import convert_factor, unit_info
 
 # escalate(a, b, mode) -> bool: sympy decision ('value' | 'equation'); may raise VerifyTimeout.
 Escalate = Callable[[Node, Node, str], bool]
@@ -66,22 +66,72 @@ class Judge:
             return True, "same after normalisation"
         if _despace(cg) == _despace(cr):
             return True, "same after normalisation"
+        labelled = self._named_by_ratio(cg, cr)
+        if labelled is not None:
+            return labelled
+        gold_names = None
+        if ";" in cr:
+            grouped = _grouped_records(cr)
+            if grouped is not None:
+                gold_tree, gold_names = grouped
         if isinstance(gold_tree, ParseError):
             same = _text_same(given, gold)
             return same, "same text" if same else "text differs (gold is not a formula)"
         try:
-            given_tree = parse_cleaned(cg)
+            given_tree: Node | None = parse_cleaned(cg)
         except ParseError as exc:
+            given_tree, parse_error = None, exc
+        if (given_tree is None or _is_texty(given_tree)) and _is_number(gold_tree):
+            quantity = sentence_quantity(cg)
+            if quantity is not None:
+                ok, reason = self.match(quantity, gold, gold_tree)
+                return ok, f"the quantity stated in the sentence: {reason}"
+        if given_tree is None:
             if _is_texty(gold_tree):
                 same = _text_same(given, gold)
                 return same, "same text" if same else "text differs"
-            return False, f"given answer is not a formula ({exc})"
+            return False, f"given answer is not a formula ({parse_error})"
+        if ";" in cg:
+            grouped = _grouped_records(cg, gold_names)
+            given_tree = grouped[0] if grouped is not None else given_tree
         self.reason = ""
         ok = self.answers(given_tree, gold_tree, cg, cr)
         return ok, (self.reason or ("equal" if ok else "not equal"))
 
+    def _named_by_ratio(self, cg: str, cr: str) -> tuple[bool, str] | None:
+        """`V_1:V_2 = 11:21` names its value by a ratio of names (no formula): compare the values, and the
+        names when both answers carry one."""
+        g_label, r_label = _RATIO_LABEL_RE.match(cg), _RATIO_LABEL_RE.match(cr)
+        if g_label is None and r_label is None:
+            return None
+        if g_label is not None and r_label is not None and _despace(g_label[1]) != _despace(r_label[1]):
+            return False, "different names"
+        g_value = g_label[2] if g_label is not None else cg
+        r_value = r_label[2] if r_label is not None else cr
+        try:
+            r_tree: Node | ParseError = parse_cleaned(r_value)
+        except ParseError as exc:
+            r_tree = exc
+        ok, reason = self.match(g_value, r_value, r_tree)
+        return ok, f"named value: {reason}"
+
     # ------------------------------------------------------------------ structure
     def answers(self, g: Node, r: Node, graw: str, rraw: str) -> bool:
+        """Whether tree g denotes the gold r. `exact \\approx decimal` commits to the exact value; its decimal
+        counts only against a decimal gold (the question asked for a rounded value)."""
+        g, g_approx = _split_approx(g)
+        r, _ = _split_approx(r)
+        if self._answers(g, r, graw, rraw):
+            return True
+        if g_approx and _is_decimal(r):
+            reason = self.reason
+            if any(self._gold_scalar(a, r) for a in g_approx):
+                self.reason = "the approximation given is the decimal asked for"
+                return True
+            self.reason = reason
+        return False
+
+    def _answers(self, g: Node, r: Node, graw: str, rraw: str) -> bool:
         g, r = _drop_ellipsis(g), _drop_ellipsis(r)
         if r[0] == "choice":
             return self._choice(g, r[1])
@@ -104,6 +154,9 @@ class Judge:
             return self._interval_sets(g_iv, r_iv)
         if r[0] == "rel" and all(op == "=" for op in r[2]):
             return self._gold_equation(g, r)
+        record = _record(r)
+        if record is not None:
+            return self._gold_record(g, record)
         g = _strip_assignment(g)
         if r[0] in ("rel", "in", "cap"):
             if g == r:
@@ -238,6 +291,30 @@ class Judge:
             return self._equations(g, r)
         self.reason = "gold is an equation, given is not"
         return False
+
+    def _gold_record(self, g: Node, record: list[tuple[str, Node]]) -> bool:
+        """Gold `AB=4, CD=5` (distinct names): named values match by name, bare values by position."""
+        g_record = _record(g)
+        if g_record is not None:
+            given = dict(g_record)
+            if sorted(given) != sorted(name for name, _ in record):
+                self.reason = "different names"
+                return False
+            pairs = [(given[name], value) for name, value in record]
+        elif g[0] in ("list", "tuple") and len(g[1]) == len(record):
+            pairs = []
+            for item, (name, value) in zip(g[1], record, strict=True):
+                named = _assignment(item)
+                if named is not None and named[0] != name:
+                    self.reason = "different names"
+                    return False
+                pairs.append((named[1] if named is not None else item, value))
+        else:
+            self.reason = "gold names several values, given is not a list of them"
+            return False
+        ok = all(self._item(a, b) for a, b in pairs)
+        self.reason = "same named values" if ok else "named values differ"
+        return ok
 
     def _equations(self, g: Node, r: Node) -> bool:
         eg = ("+", (g[1][0], ("neg", g[1][1])))
@@ -548,7 +625,7 @@ def _cheap_equal(a: Node, b: Node) -> bool:
 # Tree helpers
 
 
-_FAST_NUMBER_RE = re.compile(r"^\s*\$?\s*([+-]?)\s*(\d{1,3}(?:,\d{3})+|\d*)(\.\d+)?\s*\$?\s*$")
+_FAST_NUMBER_RE = re.compile(r"^\s*\$?\s*([+-]?)\s*([1-9]\d{0,2}(?:,\d{3})+|\d*)(\.\d+)?\s*\$?\s*$")
 _FAST_FRACTION_RE = re.compile(
     r"^\s*\$?\s*(-?)\s*(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|(\d+)\s*/\s*(\d+))\s*\$?\s*$"
 )
@@ -579,12 +656,135 @@ _TEXT_ALIASES = {"dne": "doesnotexist", "doesntexist": "doesnotexist", "t": "tru
 
 
 def _text_same(given: str, gold: str) -> bool:
+    """Same words and digits, and the same operators in the same order (`1+\\frac1e` is not `1-\\frac1e`)."""
     a, b = text_key(given), text_key(gold)
-    return bool(b) and _TEXT_ALIASES.get(a, a) == _TEXT_ALIASES.get(b, b)
+    if not b or _TEXT_ALIASES.get(a, a) != _TEXT_ALIASES.get(b, b):
+        return False
+    return formula_marks(given) == formula_marks(gold)
 
 
 def _despace(s: str) -> str:
     return re.sub(r"(?<!\d) | (?!\d)", "", s)
+
+
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?'?"
+# `A:B = 1`, `V_1 : V_2 = 11:21`: a value named by a ratio of names.
+_RATIO_LABEL_RE = re.compile(r"^\s*(" + _NAME + r"(?:\s*:\s*" + _NAME + r")+)\s*=\s*(\S.*)$")
+
+
+def _record(node: Node) -> list[tuple[str, Node]] | None:
+    """(name, value) pairs of a list of assignments with distinct names (`AB=4, CD=5`), else None."""
+    if node[0] != "list" or len(node[1]) < 2:
+        return None
+    out = []
+    for item in node[1]:
+        named = _assignment(item)
+        if named is None:
+            return None
+        out.append((named[0], named[1]))
+    if len({name for name, _ in out}) != len(out):
+        return None  # `x=1, x=2` lists solutions of one variable
+    return out
+
+
+def _top_level_split(s: str, sep: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for k, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(s[start:k])
+            start = k + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _grouped_records(cleaned: str, order: list[str] | None = None) -> tuple[Node, list[str]] | None:
+    """`p=5,q=2; p=7,q=2`: groups split by `;`, each naming the same values -> the list of tuples (5,2), (7,2).
+
+    The tuples follow `order` (the gold's names) when given, else the first group's order; returns the tree
+    and the names in that order."""
+    groups = _top_level_split(cleaned, ";")
+    if len(groups) < 2 or "=" not in cleaned:
+        return None
+    records = []
+    for group in groups:
+        try:
+            record = _record(parse_cleaned(group.strip()))
+        except ParseError:
+            return None
+        if record is None:
+            return None
+        records.append(dict(record))
+    names = order or list(records[0])
+    if any(sorted(r) != sorted(names) for r in records):
+        return None
+    return ("list", tuple(("tuple", tuple(r[n] for n in names), "(", ")") for r in records)), names
+
+
+def _is_number(node: Node | ParseError) -> bool:
+    """A gold that is one number (possibly with a unit, percent or degrees)."""
+    if isinstance(node, ParseError) or not _scalar_like(node) or _is_texty(node):
+        return False
+    core = _peel(node)[0]
+    return not ev.symbols(core) and not ev.contains(core, frozenset({"pm", "based"}))
+
+
+_QUANTITY_RE = re.compile(r"-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+_NEGATION_RE = re.compile(
+    r"\b(?:not|no|never|none|neither|nor|except|without|cannot|isn't|aren't|wasn't|weren't|doesn't|didn't)\b|"
+    r"n't\b|\bor\b",
+    re.I,
+)
+
+
+def sentence_quantity(cleaned: str) -> str | None:
+    """The one quantity a sentence states ("Jane started growing her tree 3 hours ago" -> `3 hours`), else None.
+
+    Used only against a numeric gold. Two quantities, a negation or an alternative ("or") give None: which
+    number is the answer would be a guess.
+    """
+    words = re.findall(r"[A-Za-z']+", cleaned)
+    if len(words) < 2 or _NEGATION_RE.search(cleaned) or re.search(r"\\[a-zA-Z]", cleaned):
+        return None
+    numbers = list(_QUANTITY_RE.finditer(cleaned))
+    spelled = [w for w in words if w.lower() in _NUMBER_WORDS]
+    if len(numbers) + len(spelled) != 1:
+        return None
+    if not numbers:
+        return spelled[0].lower()
+    m = numbers[0]
+    if m.start() and (cleaned[m.start() - 1].isalnum() or cleaned[m.start() - 1] in "^_."):
+        return None  # part of a name or an exponent (`x2`, `10^3`)
+    unit = re.match(r"\s*([A-Za-z]+)", cleaned[m.end() :])
+    if unit and (unit_info(unit[1]) is not None or unit[1].lower() in ("percent", "degrees", "degree")):
+        return f"{m.group(0)} {unit[1]}"
+    return m.group(0)
+
+
+def _split_approx(node: Node) -> tuple[Node, tuple[Node, ...]]:
+    """`\\frac13 \\approx 0.333` -> (the exact value, its approximations); `x \\approx 0.33` names a value (=)."""
+    if node[0] in ("list", "set", "tuple"):
+        items = tuple(_split_approx(i)[0] for i in node[1])
+        return (node[0], items, *node[2:]), ()
+    if node[0] != "rel" or "~" not in node[2]:
+        return node, ()
+    sides, ops = node[1], node[2]
+    k = ops.index("~")
+    as_equation = ("rel", sides, tuple("=" if op == "~" else op for op in ops))
+    if any(op not in ("=", "~") for op in ops) or _label(sides[k]) is not None and k == 0:
+        return as_equation, ()
+    head = sides[0] if k == 0 else ("rel", sides[: k + 1], ops[:k])
+    return head, tuple(sides[k + 1 :])
+
+
+def _is_decimal(node: Node) -> bool:
+    """A decimal literal such as `0.333` (the parser keeps its number of places)."""
+    core = _peel(node)[0]
+    core = core[1] if core[0] == "neg" else core
+    return core[0] == "n" and len(core) == 3
 
 
 def _scalar_like(node: Node) -> bool:
@@ -644,6 +844,8 @@ def _assignment(node: Node) -> tuple[str, Node, bool] | None:
     label = _label(first)
     if label is not None:
         name, plain = label
+        if first[0] != "s" and plain and ev.symbols(first) & ev.symbols(last):
+            return None  # `AB = 2A` relates the points, it does not name a value
         if name not in ev.symbols(last) or not plain:
             return name, last, plain
         return None
@@ -664,6 +866,20 @@ def _label(node: Node) -> tuple[str, bool] | None:
     if node[0] == "*" and len(node[1]) == 2 and node[1][0][0] == "s" and node[1][0][1] in _FUNCTION_NAMES:
         if node[1][1][0] in ("s", "tuple") and ev.symbols(node[1][1]):
             return f"{node[1][0][1]}(...)", False
+    segment = _segment_name(node)
+    if segment is not None:
+        return segment, True
+    if node[0] == "abs":
+        inner = _segment_name(node[1]) or (node[1][1] if node[1][0] == "s" else None)
+        if inner is not None:
+            return f"|{inner}|", True
+    return None
+
+
+def _segment_name(node: Node) -> str | None:
+    """`AB`, `ABC` (points are capital letters): a segment, angle or area named by its points."""
+    if node[0] == "*" and len(node[1]) >= 2 and all(f[0] == "s" and re.fullmatch(r"[A-Z]'?", f[1]) for f in node[1]):
+        return "".join(f[1] for f in node[1])
     return None
 
 
@@ -836,9 +1052,10 @@ def _inequality(node: Node) -> list[tuple] | None:
         return [(_NEG_INF, v, False, False), (v, _POS_INF, False, False)]
     if not all(op in _INEQ for op in ops):
         return None
-    var_positions = [k for k, s in enumerate(sides) if _is_symbol(s)]
+    var_positions = [k for k, s in enumerate(sides) if _is_symbol(s) or _is_function_value(s)]
     if len(var_positions) != 1:
-        return None
+        solved = _solve_linear_inequality(sides, ops)
+        return None if solved is None else _inequality(solved)
     k = var_positions[0]
     lo, hi, lc, hc = _NEG_INF, _POS_INF, False, False
     # normalise to "<" direction
@@ -855,6 +1072,45 @@ def _inequality(node: Node) -> list[tuple] | None:
     else:
         return None
     return [(lo, hi, lc, hc)]
+
+
+def _is_function_value(node: Node) -> bool:
+    """`f(x)` in `0 < f(x) < 1`: the range of a function is a set of reals like that of a variable."""
+    return node[0] == "*" and _label(node) is not None and _label(node)[0].endswith("(...)")
+
+
+_FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _solve_linear_inequality(sides: tuple, ops: tuple) -> Node | None:
+    """`-x > -1` -> `x < 1`; `-1 < 2x + 1 \\le 5` -> `-1 < x \\le 2`: one side linear in one variable, the others
+    numbers. The coefficients are exact rationals; linearity is checked at random rational points."""
+    varying = [k for k, side in enumerate(sides) if ev.symbols(side)]
+    if len(varying) != 1:
+        return None
+    k = varying[0]
+    names = ev.symbols(sides[k])
+    if len(names) != 1:
+        return None
+    (name,) = names
+    expr = sides[k]
+    try:
+        b = ev.exact(expr, {name: Fraction(0)})
+        a = ev.exact(expr, {name: Fraction(1)}) - b
+        if isinstance(a, ev.QI) or isinstance(b, ev.QI) or a == 0:
+            return None
+        rng = random.Random(0x11E)
+        for _ in range(3):
+            t = Fraction(rng.randint(-10**6, 10**6), rng.choice((1, 3, 7, 11)))
+            if ev.exact(expr, {name: t}) != a * t + b:
+                return None
+    except (ev.EvalError, ev.NotExact, ev.TooBig, TypeError):
+        return None
+    new_sides = tuple(
+        ("s", name) if j == k else ("/", ("+", (side, ("n", -b))), ("n", a)) for j, side in enumerate(sides)
+    )
+    new_ops = tuple(_FLIP[op] for op in ops) if a < 0 else ops
+    return ("rel", new_sides, new_ops)
 
 
 def _sort_key(node: Node) -> float:

@@ -20,6 +20,7 @@ MAX_FACTORIAL = 3_000
 MAX_MP_MAG = 1_000_000  # mpmath magnitudes (bits) beyond this go to the sandbox
 MAX_VARIANTS = 64
 SAFE_LITERAL = 10**12
+MAX_TERMS = 2_000  # sums and products with more terms (or symbolic limits) are decided by sympy
 
 
 class NotExact(Exception):
@@ -270,7 +271,31 @@ def exact(node: Node, env: dict[str, Fraction] | None = None) -> Fraction | QI:
         return Fraction(int(node[1], node[2]))
     if tag == "deg":
         raise NotExact("degrees inside an expression")
+    if tag == "bigop":
+        return _fold(node, lambda k: exact(node[5], {**(env or {}), node[2]: Fraction(k)}), _add, _mul, env)
     raise EvalError(f"not a scalar: {tag}")
+
+
+def _big_range(node: Node, env: dict | None) -> range:
+    """The index range of a sum or product with numeric limits; symbolic or huge ranges go to sympy."""
+    try:
+        lo, hi = exact(node[3], env), exact(node[4], env)
+    except NotExact as exc:
+        raise NotExact("limits of a sum") from exc
+    if isinstance(lo, QI) or isinstance(hi, QI) or lo.denominator != 1 or hi.denominator != 1:
+        raise NotExact("non-integer limits of a sum")
+    if hi - lo > MAX_TERMS:
+        raise TooBig("sum with too many terms")
+    return range(int(lo), int(hi) + 1)
+
+
+def _fold(node: Node, term, add, mul, env: dict | None):
+    """Sum or product of `term(k)` over the index range of a big operator (empty sum 0, empty product 1)."""
+    total = Fraction(0) if node[1] == "sum" else Fraction(1)
+    combine = add if node[1] == "sum" else mul
+    for k in _big_range(node, env):
+        total = combine(total, term(k))
+    return total
 
 
 def _exact_log(x: Fraction, b: Fraction) -> Fraction:
@@ -419,6 +444,16 @@ def numeric(
         return numeric(node[1], ctx, safety, env)
     if tag == "based":
         return ctx.mpf(int(node[1], node[2]))
+    if tag == "bigop":
+        try:
+            indices = _big_range(node, None)
+        except NotExact as exc:
+            raise EvalError(str(exc)) from exc
+        total = ctx.mpf(0) if node[1] == "sum" else ctx.mpf(1)
+        for k in indices:
+            value = numeric(node[5], ctx, safety, {**(env or {}), node[2]: ctx.mpf(k)})
+            total = total + value if node[1] == "sum" else total * value
+        return _check(ctx, total, safety)
     raise EvalError(f"not a scalar: {tag}")
 
 
@@ -487,7 +522,8 @@ def symbols(node: object, out: set[str] | None = None) -> set[str]:
                 symbols(child, out)
             return out
         if node[0] == "s" and isinstance(node[1], str):
-            out.add(node[1])
+            if not node[1].startswith("@"):  # `@1` is the bound index of a sum, not a free variable
+                out.add(node[1])
             return out
         for child in node[1:]:
             if isinstance(child, tuple):

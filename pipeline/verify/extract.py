@@ -33,6 +33,8 @@ _EN = (
     r"|(?:^|\n)\s*[#*_ ]*(?:final\s+)?answer[*_ ]*\s*[:：]"
     r"|final\s+answer\s*[:：]?\s*(?=\$|\\\(|\\\[|\\boxed)"
     r"|(?:^|\n)\s*[#*_ ]*final\s+answer[*_ ]*[ \t]*\n"
+    r"|(?:^|\n|(?<=[.!?])[ \t])[ \t]*[#*_ ]*(?:final\s+)?answer[*_ ]*[ \t]+"
+    r"(?=\$|\\\(|\\\[|-?\d[\d.,/]*[ \t]*(?:\n|$))"
     r"|correct\s+(?:option|choice)\s+is|answer\s+(?:option|choice)\s+is"
 )
 _OTHER = (
@@ -64,6 +66,13 @@ _JUDGEMENT_RE = re.compile(
 _HEDGE_RE = re.compile(
     r"\b(?:not\s+(?:sure|certain)|unsure|uncertain|or\s+(?:maybe|possibly|perhaps)|either\b|might\s+be|"
     r"could\s+(?:also\s+)?be|can't\s+decide|cannot\s+decide|probably)\b",
+    re.I,
+)
+_WEAK_MODAL_RE = re.compile(r"^(?:might|could)\b", re.I)
+# "the number of ways the books could be arranged is 19": the modal describes the quantity, not the answer.
+_DESCRIPTION_RE = re.compile(
+    r"\b(?:that|which|who|whom|whose|where|how|ways?|number|many|much|largest|smallest|greatest|least|most|"
+    r"maximum|minimum|possible|values?\s+of)\b[^.,;!?]*$",
     re.I,
 )
 _STRONG_HEDGE_RE = re.compile(r"\b(?:not\s+(?:sure|certain)|unsure|or\s+(?:maybe|possibly|perhaps))\b", re.I)
@@ -174,7 +183,21 @@ _OPTION_CORRECT_RE = re.compile(
     r"|\(([A-E])\)\s+is\s+(?:the\s+)?(?:correct|right)\b"
 )
 _SENTENCE_ANSWER_RE = re.compile(
-    r"^(?:the|so|thus|therefore|hence)\b[^=\n]{0,60}?\b(?:is|are|equals|was|will\s+be)\s+(.+)$", re.I
+    r"^(?:the|so|thus|therefore|hence)\b[^=\n]{0,160}?\b(?:is|are|equals|was|will\s+be)\s+(.+)$", re.I
+)
+# "So $5$ is the answer.", "Thus $x \le 2$ is our answer.", "which is the final answer": the value comes first.
+_IS_THE_ANSWER_RE = re.compile(
+    r"(?:,?\s*which)?\s+(?:is|was|would\s+be|must\s+be|should\s+be)\s+(?:the|our|my)\s+"
+    r"(?:final\s+|correct\s+|desired\s+|required\s+)?answer\b(?!\s*\?|\s+(?:if|when|only|unless)\b)",
+    re.I,
+)
+_VALUE_BEFORE_RE = re.compile(
+    r"(?:\$\$(.+?)\$\$|\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|(?<![\w.,])(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))$", re.S
+)
+_DOUBT_RE = re.compile(
+    r"\b(?:if|whether|suppose|assume|assuming|check|verify|test|not|think|guess|maybe|perhaps|could|might|"
+    r"claim|unless)\b",
+    re.I,
 )
 
 
@@ -232,6 +255,33 @@ def _phrases(text: str) -> list[Candidate]:
     return out
 
 
+def _value_first_phrases(text: str) -> list[Candidate]:
+    """"So $5$ is the answer.": the value stated right before "is the answer", in a clause that commits to it."""
+    if "answer" not in text.lower():
+        return []
+    out = []
+    for m in _IS_THE_ANSWER_RE.finditer(text):
+        before = text[max(0, m.start() - 300) : m.start()]
+        value = _VALUE_BEFORE_RE.search(before)
+        if value is None:
+            continue
+        start = m.start() - (len(before) - value.start())
+        clause = re.split(r"[.!?](?:\s|$)|\n", text[max(0, start - 120) : start])[-1]
+        if _DOUBT_RE.search(clause):
+            continue
+        inner = next(g for g in value.groups() if g is not None)
+        out.append(Candidate(start, m.end(), inner, "phrase"))
+    return out
+
+
+def _is_hedge(fragment: str) -> bool:
+    """A hedge about the answer; a weak modal inside a description ("the ways it could be done") is not one."""
+    for m in _HEDGE_RE.finditer(fragment):
+        if not (_WEAK_MODAL_RE.match(m.group(0)) and _DESCRIPTION_RE.search(fragment[: m.start()])):
+            return True
+    return False
+
+
 def _outputs(text: str) -> list[Candidate]:
     """Printed output of code: a fenced `output` block, or a plain fenced block right after a python block."""
     out = []
@@ -257,21 +307,84 @@ def _outputs(text: str) -> list[Candidate]:
     return out
 
 
+# What may stand between boxes that together are the answer: spacing, delimiters, punctuation, a connective,
+# a part label `(b)` / `part (ii):` and the name of the next value `y =`, `f(2) =`.
+_GAP_SPACING_RE = re.compile(
+    r"\\(?:quad|qquad|enspace|,|;|:| |hspace\*?\{[^{}]*\}|text\{\s*|mbox\{\s*|textrm\{\s*)|[{}$~*_]|"
+    r"\\[()\[\]]"
+)
+_PART_LABEL = r"(?:part\s*)?(?:\(\s*(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\s*\)|(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\))"
+_BOX_GAP_RE = re.compile(
+    r"[\s,;.&]*(?:(?:and|or|&)\b[\s,;.&]*)?"
+    r"(?:" + _PART_LABEL + r"[\s:.]*)?"
+    r"(?:[A-Za-z](?:_\w+)?'?(?:\s*\([^()]{1,12}\))?\s*=\s*)?",
+    re.I,
+)
+# A part label that opens a line or a sentence ("**(b)** ...", "Part (ii):", "For part (b),").
+_PART_START_RE = re.compile(
+    r"(?:^|\n|[.!?]\s+)[\s#*_]*(?:for\s+)?(?:part\s*\(?\s*([a-h]|i{1,3}|iv|vi{0,3}|[1-9])\s*\)?|"
+    r"\(\s*([a-h]|i{1,3}|iv|vi{0,3})\s*\)|([a-h])\))[*_]*[\s:.,]",
+    re.I,
+)
+_PART_ORDER = ("a b c d e f g h", "i ii iii iv v vi vii viii", "1 2 3 4 5 6 7 8 9")
+
+
+def _joined_by_conjunction(between: str) -> bool:
+    """Whether the text between two boxes only joins them ("and", `\\quad`, a comma, a label `y =`)."""
+    if len(between) > 120:
+        return False
+    return _BOX_GAP_RE.fullmatch(_GAP_SPACING_RE.sub(" ", between)) is not None
+
+
+def _part_rank(label: str) -> tuple[int, int] | None:
+    for series, names in enumerate(_PART_ORDER):
+        parts = names.split()
+        if label.lower() in parts:
+            return series, parts.index(label.lower())
+    return None
+
+
+def _labelled_parts(text: str, boxes: list[Candidate]) -> list[Candidate] | None:
+    """The last box of each labelled part "(a) ... \\boxed{5} (b) ... \\boxed{7}", when parts a, b, ... are all boxed."""
+    owner: dict[tuple[int, int], Candidate] = {}
+    current = None
+    prev_end = 0
+    for box in boxes:
+        labels = [next(g for g in m.groups() if g) for m in _PART_START_RE.finditer(text, prev_end, box.start)]
+        ranks = [r for r in map(_part_rank, labels) if r is not None]
+        if ranks:
+            current = ranks[-1]
+        if current is not None:
+            owner[current] = box  # a later box in the same part revises it
+        prev_end = box.end
+    ranks = sorted(owner)
+    if len(ranks) < 2 or len({r[0] for r in ranks}) != 1 or [r[1] for r in ranks] != list(range(len(ranks))):
+        return None
+    if owner[ranks[-1]] is not boxes[-1]:
+        return None
+    return [owner[r] for r in ranks]
+
+
 def _merge_final_boxes(text: str, boxes: list[Candidate]) -> str | None:
-    """`\\boxed{3} and \\boxed{5}` at the end -> `3, 5`; `\\boxed{3} or \\boxed{4}` is a hedge -> None."""
+    """Boxes that together are the answer -> one list; `\\boxed{3} or \\boxed{4}` is a hedge -> None.
+
+    Together: boxes joined only by a conjunction (`\\boxed{3} \\quad\\text{and}\\quad \\boxed{5}`), or the last
+    boxes of labelled parts (a), (b), ... of one question. Any other text between boxes (an aside, a revision)
+    leaves the last box alone as the answer.
+    """
     group = [boxes[-1]]
     for prev in reversed(boxes[:-1]):
-        between = text[prev.end : group[0].start]
-        if len(between) > 40 or not re.fullmatch(
-            r"[\s$,;.]*(?:\\\)|\\\]|\\\(|\\\[)?[\s$,;]*(?:(?:and|or|&|\\quad|\\text\{\s*(?:and|or)\s*\})?[\s$,;]*)"
-            r"(?:\\\(|\\\[|\$)?\s*(?:[a-zA-Z](?:_\d)?\s*=\s*)?(?:\\\(|\\\[|\$)?\s*",
-            between,
-        ):
+        if not _joined_by_conjunction(text[prev.end : group[0].start]):
             break
         group.insert(0, prev)
     if len(group) == 1:
-        return group[0].text
-    joins = [text[a.end : b.start] for a, b in zip(group, group[1:], strict=False)]
+        parts = _labelled_parts(text, boxes)
+        if parts is None:
+            return group[0].text
+        group = parts
+        joins = [""]
+    else:
+        joins = [text[a.end : b.start] for a, b in zip(group, group[1:], strict=False)]
     if any(re.search(r"\bor\b", j) for j in joins) and not all(re.search(r"=", j) for j in joins):
         # "\boxed{15\frac{39}{40}} or \boxed{\frac{639}{40}}" restates one value; different values are a hedge
         return group[-1].text if _all_equal([b.text for b in group]) else None
@@ -335,6 +448,7 @@ def extract_answer(text: str) -> str | None:
     cands += [Candidate(m.start(), m.end(), m.group(1), "hashes") for m in _HASHES_RE.finditer(text)]
     cands += [Candidate(m.start(1), m.end(), m.group(1), "phrase") for m in _MINERVA_RE.finditer(text)]
     cands += _phrases(text)
+    cands += _value_first_phrases(text)
     if not cands:
         outputs = _outputs(text)
         if not outputs or unclosed is not None:
@@ -371,9 +485,9 @@ def extract_answer(text: str) -> str | None:
     context = text[max(0, best.start - 60) : min(len(text), best.end + 60)]
     sentence_after = re.split(r"(?<=[.!?])\s|\n", text[best.end : best.end + 120], maxsplit=1)[0]
     hedged = (
-        _HEDGE_RE.search(sentence_after)
+        _is_hedge(sentence_after)
         or best.kind != "box"
-        and _HEDGE_RE.search(best.text)
+        and _is_hedge(best.text)
         or _STRONG_HEDGE_RE.search(text[best.end : best.end + 50])
     )
     if hedged or re.search(r"answer\s+is\s+either\b", context, re.I):

@@ -74,9 +74,15 @@ _WRAPPERS = (
 )
 _WRAPPER_RE = re.compile(r"\\(" + "|".join(_WRAPPERS) + r")\s*\{")
 
+_LATEX_GROUP_SEP_RE = re.compile(r"(?:,\\!|\{,\}|\{\\,\})\s*")
+_LATEX_THOUSANDS_RE = re.compile(
+    r"(?<![\d.])[1-9]\d{0,2}(?:(?:,\\!|\{,\}|\{\\,\})\s*\d{3})+(?![\d])"
+)
+
 _SIMPLE_SUBS = [
-    # Thousands separators written for LaTeX (`10,\!080`, `1{,}000`) before `\!` disappears.
-    (re.compile(r"(?<=\d)(?:,\\!|\{,\})\s*(?=\d{3})"), ""),
+    # Thousands separators written for LaTeX (`10,\!080`, `1{,}000`, `14{\,}916`) before `\!` disappears. A
+    # number never starts with 0, so `0{,}111` stays two numbers (a list), not 111.
+    (_LATEX_THOUSANDS_RE, lambda m: _LATEX_GROUP_SEP_RE.sub("", m.group(0))),
     (re.compile(r"\\[dtc]frac"), r"\\frac"),
     (re.compile(r"\\[dt]binom"), r"\\binom"),
     (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)\b"), ""),
@@ -87,7 +93,7 @@ _SIMPLE_SUBS = [
         "",
     ),
     (re.compile(r"\\(?:!|/)"), ""),
-    (re.compile(r"\\(?:,|;|:|>| |quad\b|qquad\b|enspace\b|thinspace\b|medspace\b)"), " "),
+    (re.compile(r"\\(?:,|;|:|>| |(?:quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-zA-Z]))"), " "),
     (re.compile(r"~"), " "),
     (re.compile(r"\\%"), "%"),
     (re.compile(r"\\(?:mathbb|mathbf|Bbb)\s*\{?\s*R\s*\}?"), r"\\Reals "),
@@ -220,3 +226,19 @@ def text_key(s: str) -> str:
     s = re.sub(r"\b(the|a|an)\b", " ", s)
     s = s.replace("p.m.", "pm").replace("a.m.", "am")
     return _TEXT_KEEP.sub("", s)
+
+
+_FORMULA_HINT_RE = re.compile(r"[\\^_=+<>]")
+_MARKS_RE = re.compile(r"\\[a-zA-Z]+|[-+*/^_=<>|,]")
+_WORD_MARKS_RE = re.compile(r"[+*/^_=<>|]|(?<![A-Za-z])-|-(?![A-Za-z])")
+
+
+def formula_marks(s: str) -> tuple[str, ...]:
+    """Operators and commands of an answer in order: what `text_key` throws away but a formula depends on.
+
+    In a formula every `-` and `,` counts; in prose a hyphen between letters (`x-intercept`) and commas do not.
+    """
+    s = clean_latex(s)
+    if _FORMULA_HINT_RE.search(s):
+        return tuple(_MARKS_RE.findall(s))
+    return tuple(_WORD_MARKS_RE.findall(s))

@@ -12,6 +12,8 @@ Nodes (tuples, tag first):
   ('tuple', (items...), open, close)  ('set', (items...))  ('list', (items...))
   ('union', (parts...))  ('rel', (sides...), (ops...))  ('in', x, setexpr)  ('matrix', ((cells...)...))
   ('reals',)  ('choice', letter)
+  ('bigop', 'sum'|'prod', index, lo, hi, body): the index is renamed `@<depth>` so that sums differing only in
+  the name of their index are the same tree
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ FUNCS = frozenset(
     "ln log lg exp sqrt det floor ceil gcd lcm abs".split()
 )
 _INVERSE_TRIG = {"sin": "arcsin", "cos": "arccos", "tan": "arctan", "cot": "arccot"}
-_RELOPS = {"=": "=", "<": "<", ">": ">", "le": "<=", "ge": ">=", "ne": "!=", "approx": "=", "in": "in"}
+# `\approx` is kept apart from `=` ("~"): in `\frac13 \approx 0.333` the exact value is the one committed to.
+_RELOPS = {"=": "=", "<": "<", ">": ">", "le": "<=", "ge": ">=", "ne": "!=", "approx": "~", "in": "in"}
+_BIG_OPERATORS = frozenset({"sum", "prod"})
 _CONNECTIVES = frozenset({"and", "or"})
 _SYMBOL_WORDS = frozenset({"xyz", "abc", "xy", "ab"})
 _GREEK = frozenset(
@@ -56,8 +60,9 @@ _REPEAT_RE = re.compile(r"\\(?:overline|bar|dot)\s*\{(\d+)\}|\\(?:overline|bar|d
 _CMD_RE = re.compile(r"\\([a-zA-Z]+|.)")
 _BASED_RE = re.compile(r"(?<![A-Za-z0-9_.])([0-9A-Z]+)_\{?\s*(\d{1,2})\s*\}?(?![0-9])")
 _MIXED_PLAIN_RE = re.compile(r"(?<![\d.\w])(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.])")
-_SPACE_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?: \d{3})+(?![\d,]|\.\d| ?/)")
-_THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]|\.\d)")
+# Digit groups: a grouped number never starts with 0 (`0,111` is the list 0, 111; a comma is never a decimal point).
+_SPACE_THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?: \d{3})+(?![\d,]|\.\d| ?/)")
+_THOUSANDS_RE = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?(?![\d,]|\.\d)")
 _BEGIN_RE = re.compile(r"\\begin\s*\{\s*([a-zA-Z*]+)\s*\}")
 _END_RE = re.compile(r"\\end\s*\{\s*([a-zA-Z*]+)\s*\}")
 
@@ -232,11 +237,29 @@ def has_symbols(node: object) -> bool:
     return any(has_symbols(child) for child in (node if not isinstance(node[0], str) else node[1:]))
 
 
+def rename_symbol(node: Node, old: str, new: str) -> Node:
+    """The tree with every symbol `old` renamed `new` (the index of a sum becomes a bound name)."""
+    if node[0] == "s":
+        return ("s", new) if node[1] == old else node
+    if node[0] in ("i", "e") and node[0] == old:  # an index named i or e is not the imaginary unit or Euler's e
+        return ("s", new)
+    out = [node[0]]
+    for child in node[1:]:
+        if isinstance(child, tuple) and child and isinstance(child[0], str):
+            out.append(rename_symbol(child, old, new))
+        elif isinstance(child, tuple) and child and isinstance(child[0], tuple):
+            out.append(tuple(rename_symbol(c, old, new) if c and isinstance(c[0], str) else c for c in child))
+        else:
+            out.append(child)
+    return tuple(out)
+
+
 class _Parser:
     def __init__(self, toks: list[tuple[str, object, bool]]) -> None:
         self.toks = toks
         self.pos = 0
         self.depth = 0
+        self.bound = 0  # nesting of big operators (names their indices)
 
     # -- token helpers
     def peek(self, k: int = 0) -> tuple[str, object, bool] | None:
@@ -408,6 +431,8 @@ class _Parser:
                     "Reals",
                     "emptyset",
                     "langle",
+                    "sum",
+                    "prod",
                 )
                 or val in _GREEK
             )
@@ -681,6 +706,33 @@ class _Parser:
             node = ("^", node, power)
         return node
 
+    def parse_big_operator(self, name: str) -> Node:
+        """`\\sum_{k=0}^{n-1} body` (limits in either order); the body is the product term that follows."""
+        index: str | None = None
+        lo = hi = None
+        for _ in range(2):
+            if self.at_op("_") and lo is None:
+                self.pos += 1
+                self.expect_op("{")
+                var = self.next()
+                if var[0] != "id" or len(str(var[1])) != 1:
+                    raise ParseError("big operator without an index")
+                index = str(var[1])
+                self.expect_op("=")
+                lo = self.parse_additive_group("}")
+            elif self.at_op("^") and hi is None:
+                self.pos += 1
+                hi = self.parse_exponent()
+        if index is None or lo is None or hi is None:
+            raise ParseError("big operator without limits")
+        self.bound += 1
+        try:
+            body = self.parse_term()
+        finally:
+            self.bound -= 1
+        bound_name = f"@{self.bound + 1}"
+        return ("bigop", name, bound_name, lo, hi, rename_symbol(body, index, bound_name))
+
     def parse_bracket(self, opener: str) -> Node:
         items = self.parse_items()
         tok = self.next()
@@ -813,6 +865,8 @@ class _Parser:
                 return ("tuple", tuple(items), "(", ")")
             if name in FUNCS:
                 return self.parse_function(name)
+            if name in _BIG_OPERATORS:
+                return self.parse_big_operator(name)
             if name in _GREEK:
                 return ("s", name)
             raise ParseError(f"unknown command \\{name}")

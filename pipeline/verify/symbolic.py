@@ -90,6 +90,11 @@ def to_sympy(node: Node) -> sp.Expr:
         return to_sympy(node[1])
     if tag == "based":
         return sp.Integer(int(node[1], node[2]))
+    if tag == "bigop":
+        index = sp.Symbol(node[2])  # the same symbol as the body's ('s', '@1')
+        limits = (index, to_sympy(node[3]), to_sympy(node[4]))
+        big = sp.Sum if node[1] == "sum" else sp.Product
+        return big(to_sympy(node[5]), limits).doit()
     raise ValueError(f"not a scalar: {tag}")
 
 
