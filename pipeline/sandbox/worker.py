@@ -82,8 +82,12 @@ def _check(rc: int, what: str) -> None:
         raise SetupError(err, f"{what}: {os.strerror(err)}")
 
 
+def _encode(text: str | None) -> bytes | None:
+    return text.encode() if text is not None else None
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    enc = _encode
     _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
@@ -390,6 +394,7 @@ def child_main(request: dict, out_w: int, res_w: int, devnull: int, workdir: str
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                                    errors="replace", write_through=True)
     result: dict = {"status": "ok"}
+    me = os.getpid()  # processes the snippet forks run on from here too; only this one reports
     if request.get("replay"):
         sys.stdout = io.StringIO()
         saved = os.dup(1)
@@ -413,7 +418,8 @@ def child_main(request: dict, out_w: int, res_w: int, devnull: int, workdir: str
         sys.stdout.flush()
     except BaseException:  # noqa: B036
         pass
-    os.write(res_w, json.dumps(result).encode()[:READ_LIMIT])
+    if os.getpid() == me:
+        os.write(res_w, json.dumps(result).encode()[:READ_LIMIT])
 
 
 def kill_leftovers(child: int) -> bool:

@@ -1,0 +1,5 @@
+# ruff: noqa
+"""Infinite loop in Python bytecode."""
+# expect: timeout
+while True:
+    pass

@@ -1,0 +1,5 @@
+# ruff: noqa
+"""Wait for input() forever."""
+# expect: error
+name = input('name? ')
+print(name)

@@ -1,0 +1,4 @@
+# ruff: noqa
+"""Overwrite the project's data/ file."""
+# expect: error
+open('__CANARY_DIR__/project/data/seeds.jsonl', 'w').write('{}')

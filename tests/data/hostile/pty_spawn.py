@@ -1,0 +1,5 @@
+# ruff: noqa
+"""Interactive shell through the pty module."""
+# expect: error
+import pty
+pty.spawn('/bin/sh')

@@ -1,0 +1,5 @@
+# ruff: noqa
+"""Become root again."""
+# expect: error
+import os
+os.setuid(0)

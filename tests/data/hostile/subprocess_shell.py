@@ -1,0 +1,5 @@
+# ruff: noqa
+"""Shell escape through subprocess."""
+# expect: error
+import subprocess
+subprocess.run('touch __CANARY_DIR__/project/pwned-subprocess', shell=True)

@@ -1,0 +1,5 @@
+# ruff: noqa
+"""sys.exit with a failure code."""
+# expect: error
+import sys
+sys.exit(3)
