@@ -1,19 +1,30 @@
 """GSM-Symbolic-style variants of GSM8K problems, templated from GSM8K's own ``<<a*b=c>>`` annotations.
 
 Why this works without an LLM: GSM8K solutions carry a calculator trace. We lift the question's numbers to
-variables, link every operand of every annotated step to a question number, an earlier step's result, or a
-constant, then resample the variables and recompute the whole chain in exact rational arithmetic. The new
-``#### answer`` is correct by construction. Anything we cannot map unambiguously is rejected and counted, never
-guessed: a wrong label in training data costs more than a missing row.
+variables, link every operand of every annotated step to exactly one source (a question number, a percentage or
+its complement, an earlier step's result, or a constant), then resample the variables and recompute the whole
+chain in exact rational arithmetic.
 
-Constraints on a draw (rejection sampling): same magnitude and "roundness" as the original number, positive,
-integers stay integers, every step whose original result was an integer must stay an integer (no remainder the
-story forbids), results keep their sign and stay below one when they were, decimals stay short and exact.
+The answer is only as right as the links, so a link is made only when it is certain. An operand whose value
+matches more than one source is ambiguous and the problem is rejected with a counted reason, never guessed:
+several earlier steps of that value (``6+6`` from two different steps), a number word or a value a word implies
+("four times", "a week" = 7) next to a question number or step result, two equal numbers in the question (each
+occurrence is its own quantity), a percentage next to its complement, or a result the solution computed in prose
+outside the annotations ("100% - 40% = 60%"). A wrong label in training data costs more than a missing row.
+
+Constraints on a draw (rejection sampling), so the story stays sensible: each number stays within
+``relative_range`` of its original value (default ±50%) with the same decimals and roundness, never becomes 0 or
+1; integers stay integers, every step whose original result was an integer must stay one (no remainder the story
+forbids), every step keeps its sign and stays below one when it was; numbers of the same noun keep their order
+("22 men stayed" of "25 men"); natural bounds hold (hours in a day, minutes in an hour, days in a week, months
+in a year, ages up to 100, percentages below 100) for question numbers and for step results the solution labels
+so. Articles are fixed after substitution ("an 8 hour day" → "a 6 hour day").
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -27,7 +38,8 @@ from pipeline.records import derive
 from pipeline.stages import StageContext
 
 NAME = "symbolic"
-VERSION = "1"
+# 2: links only certain operands, equal question numbers stay separate, relative ranges and natural bounds
+VERSION = "2"
 
 
 class Params(BaseModel):
@@ -36,6 +48,9 @@ class Params(BaseModel):
     variants_per_seed: int = Field(3, ge=1, le=100)
     max_draws: int = Field(300, ge=1, description="rejection-sampling draws per seed before giving up")
     max_growth: float = Field(50.0, gt=1, description="reject draws where a step result grows more than this ×")
+    relative_range: float = Field(
+        0.5, gt=0, lt=1, description="a drawn number stays within ± this share of its original (0.5: 40 → 20..60)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ number tokens
@@ -46,6 +61,12 @@ NUM = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+|\.\d+
 NUM_PROSE = re.compile(r"(?<![\w.,:])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+|\.\d+)(?![\w:]|\.\d|,\d{3})")
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 FINAL = re.compile(r"^####\s*(.+?)\s*$", re.M)
+# arithmetic written in the solution's prose without an annotation ("100% - 40% = 60%"): its result is a source
+# the chain may use that no annotation records (annotations are masked with § first, so "48/2 = <<..>>" is not it)
+_P_NUM = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+PROSE_ARITHMETIC = re.compile(
+    rf"{_P_NUM}\s*%?\s*[-+*/x×÷]\s*\$?{_P_NUM}\s*%?\s*=\s*\$?({_P_NUM})(?![\d§])"
+)
 
 NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -55,16 +76,18 @@ NUMBER_WORDS = {
     "triple": 3, "thrice": 3, "quarter": 4, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "tenth": 10,
     "once": 1, "score": 20, "pair": 2, "pairs": 2, "couple": 2, "dozens": 12,
 }
-# values a word in the question implies (a week has 7 days, "every other" halves): a question number equal to
-# one of these could be the constant rather than the variable in the chain, so such a problem is ambiguous
+# values a word in the question implies (a week has 7 days, "every other" halves): an operand equal to one of
+# these could be that constant rather than a question number or a step result, so such an operand is ambiguous
 IMPLIED_BY_WORD = {
     r"weeks?": (7,), r"days?": (7, 24), r"hours?": (24, 60), r"minutes?|mins?": (60,), r"seconds?|secs?": (60,),
     r"dozens?": (12,), r"feet|foot": (12, 3), r"inch(es)?": (12,), r"yards?": (3, 36), r"years?": (12, 52, 365),
-    r"months?": (12, 30, 31), r"percent|%": (100,), r"cents?|pennies|penny": (100,), r"dimes?": (10,),
-    r"nickels?": (5,), r"quarters?": (4, 25), r"every other|half|halves|twice|double|pairs?|couple|both": (2,),
+    r"months?": (4, 12, 30, 31), r"percent|%": (100,), r"cents?|pennies|penny": (100,), r"dimes?": (10,),
+    r"nickels?": (5,), r"quarters?": (4, 25),
+    r"every other|half|halve[sd]?|halving|twice|double[sd]?|pairs?|couple|both": (2,),
     r"triple|thrice|third": (3,), r"gallons?": (4,), r"quarts?": (2, 4), r"pounds?|ounces?": (16,),
     r"centur(y|ies)": (100,), r"decades?": (10,), r"meters?|metres?": (100, 1000), r"km|kilo\w*|grams?": (1000,),
     r"liters?|litres?|ml|milliliters?": (1000,), r"hundred": (100,), r"thousand": (1000,),
+    r"weekdays?|work ?days?|school ?days?": (5,), r"weekends?": (2,),
 }
 # a stated unit definition ("1 foot is 12 inches", "60 minutes in an hour") is a constant, never a variable
 DEFINITION = re.compile(
@@ -72,9 +95,34 @@ DEFINITION = re.compile(
     r"|\b(\d[\d,.]*)\s+[a-z]+\s+(?:in|per|make|makes)\s+(?:a|an|one|1)\s+[a-z]+",
     re.I,
 )
+# a calendar year ("in 2019") is a date, not a quantity: it stays as written
+YEAR = re.compile(r"(?:\b(?:in|since|year|until|by|from|of|to|between|before|after|born|[A-Z][a-z]+)\s+)$")
 # constants a solution may use without the question spelling them out (unit conversions, calendar, percent)
 UNIT_CONSTANTS = {Fraction(v) for v in (24, 30, 31, 36, 48, 52, 60, 100, 1000, 360, 365, 366, 3600, 1440)}
 UNIT_CONSTANTS |= {Fraction(1, 2), Fraction(1, 4), Fraction(3, 4), Fraction(1, 10), Fraction(1, 100)}
+# the only constants a solution may use that neither the question's words nor a unit conversion explain: one
+# ("4+1 people including Sarah"); 2 when nothing else offers it
+HIDDEN_CONSTANTS_ALLOWED = {Fraction(1), Fraction(2)}
+
+# natural bounds: (unit after the number, a word the same sentence must contain, the largest sensible value)
+NATURAL_BOUNDS = (
+    (r"hours?|hrs?", r"day|daily|shift|night|workday", 24),
+    (r"minutes?|mins?", r"hour", 60),
+    (r"seconds?|secs?", r"minute", 60),
+    (r"days?", r"week", 7),
+    (r"months?", r"year", 12),
+    (r"days?", r"month", 31),
+)
+AGE_AFTER = re.compile(r"^[\s-]*years?[\s-]*old\b|^[\s-]*year-old")
+AGE_BEFORE = re.compile(r"\b(?:age|aged|ages)\s+(?:of\s+)?$", re.I)
+MAX_AGE = 100
+# words after a number that name no quantity, so they say nothing about which numbers may be compared
+NOT_A_NOUN = {
+    "a", "an", "the", "per", "each", "every", "of", "and", "or", "more", "less", "fewer", "times", "to", "in",
+    "for", "from", "at", "on", "is", "are", "was", "were", "than", "as", "with", "by", "percent", "other",
+    "total", "minutes", "hours", "days", "weeks", "months", "years", "seconds", "dollars", "cents", "hour",
+    "minute", "day", "week", "month", "year", "second", "dollar", "cent", "time", "feet", "inches",
+}
 
 
 def parse_number(text: str) -> Fraction:
@@ -191,10 +239,22 @@ class TemplateError(ValueError):
 
 @dataclass
 class Variable:
+    """One number as written in the question: every occurrence is its own quantity, even when values repeat."""
+
     value: Fraction
-    tokens: list[str]  # original texts, for formatting
+    text: str
+    start: int
+    end: int
     percent: bool = False
     decimals: int = 0
+    cap: Fraction | None = None  # natural upper bound (hours in a day, an age), None when the story sets none
+    noun: str | None = None  # the word after the number ("men"), for keeping the order of like quantities
+    used: bool = False
+    choices: tuple[Fraction, ...] = ()
+
+    @property
+    def tokens(self) -> list[str]:
+        return [self.text] if self.used else []
 
 
 @dataclass
@@ -202,8 +262,25 @@ class Step:
     expr: str
     result_text: str
     result: Fraction
-    # per operand literal: ("var", i) | ("pct", i) | ("step", j) | ("const", value)
+    # per operand literal: ("var", i) | ("pct", i) = value/100 | ("cpl", i) = 100 - value
+    # | ("cplf", i) = (100 - value)/100 | ("step", j) | ("const", value)
     refs: list[tuple[str, Any]] = field(default_factory=list)
+    cap: Fraction | None = None  # natural bound of the result when the solution labels it (an age, hours a day)
+    noun: str | None = None  # what the result counts, from the solution's words after it ("8 were women")
+
+
+def _operand(kind: str, ref: Any, values: list[Fraction], results: list[Fraction]) -> Fraction:
+    if kind == "var":
+        return values[ref]
+    if kind == "pct":
+        return values[ref] / 100
+    if kind == "cpl":
+        return 100 - values[ref]
+    if kind == "cplf":
+        return (100 - values[ref]) / 100
+    if kind == "step":
+        return results[ref]
+    return ref
 
 
 @dataclass
@@ -211,62 +288,136 @@ class Template:
     question: str
     solution: str
     variables: list[Variable]
-    spans: list[tuple[int, int, int]]  # (start, end, var index) of variable tokens in the question
     steps: list[Step]
-    answer_ref: tuple[str, int]  # ("step", j) or ("var", i)
     constants: set[Fraction]
+    # (a, b): quantity a stays below quantity b, each ("var", i) or ("step", j); like nouns keep their order
+    orders: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)
+
+    @property
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(start, end, variable index) of the question numbers a draw rewrites."""
+        return [(v.start, v.end, i) for i, v in enumerate(self.variables) if v.used]
 
     def recompute(self, values: list[Fraction]) -> list[Fraction]:
         results: list[Fraction] = []
         for step in self.steps:
-            operands = []
-            for kind, ref in step.refs:
-                if kind == "var":
-                    operands.append(values[ref])
-                elif kind == "pct":
-                    operands.append(values[ref] / 100)
-                elif kind == "step":
-                    operands.append(results[ref])
-                else:
-                    operands.append(ref)
+            operands = [_operand(kind, ref, values, results) for kind, ref in step.refs]
             results.append(evaluate(step.expr, operands))
         return results
 
     def answer(self, values: list[Fraction], results: list[Fraction]) -> Fraction:
-        kind, ref = self.answer_ref
-        return results[ref] if kind == "step" else values[ref]
+        return results[-1]
 
 
-def _question_numbers(question: str) -> tuple[list[Variable], list[tuple[int, int, int]], set[Fraction]]:
-    """Variables (one per distinct value) and their spans; plus values the question fixes (words, times)."""
+def _sentence(text: str, pos: int) -> str:
+    """The sentence of ``text`` around ``pos`` (decimal points do not end a sentence)."""
+    ends = [m.end() for m in re.finditer(r"[.?!](?=\s|$)", text)]
+    start = max((e for e in ends if e <= pos), default=0)
+    end = min((e for e in ends if e > pos), default=len(text))
+    return text[start:end]
+
+
+def natural_cap(text: str, start: int, end: int) -> Fraction | None:
+    """The largest sensible value of the number at ``text[start:end]``, from its unit and sentence; or None."""
+    after = text[end : end + 30].lower()
+    if AGE_AFTER.match(after) or AGE_BEFORE.search(text[max(0, start - 12) : start]):
+        return Fraction(MAX_AGE)
+    if after.startswith("%") or after.startswith(" percent"):
+        return Fraction(100)
+    sentence = _sentence(text, start).lower()
+    for unit, context, cap in NATURAL_BOUNDS:
+        if re.match(rf"[\s-]*(?:{unit})\b", after) and re.search(rf"\b(?:{context})\b", sentence):
+            return Fraction(cap)
+    return None
+
+
+def _noun_after(text: str, end: int, skip_verbs: bool = False) -> str | None:
+    """The noun right after a number ("25 men" → "men"); with ``skip_verbs`` also "8 were women" → "women"."""
+    verbs = r"(?:(?:were|are|is|was|of|the|them|which)\s+)*" if skip_verbs else ""
+    m = re.match(rf"[\s-]*{verbs}([a-z]+)", text[end : end + 40].lower())
+    if not m or m.group(1) in NOT_A_NOUN:
+        return None
+    return m.group(1).removesuffix("s")
+
+
+def _question_numbers(question: str) -> tuple[list[Variable], dict[Fraction, str]]:
+    """The question's numbers, one variable per occurrence; and the values its words state or imply."""
     variables: list[Variable] = []
-    by_key: dict[tuple[Fraction, bool], int] = {}
-    spans: list[tuple[int, int, int]] = []
+    stated: dict[Fraction, str] = {}
+    for w, v in NUMBER_WORDS.items():
+        if re.search(rf"\b{w}\b", question, re.I):
+            stated.setdefault(Fraction(v), w)
+    for pattern, implied in IMPLIED_BY_WORD.items():
+        if m := re.search(rf"(?<![a-z])(?:{pattern})(?![a-z])", question, re.I):
+            for v in implied:
+                stated.setdefault(Fraction(v), m.group(0))
+    for m in DEFINITION.finditer(question):
+        stated.setdefault(parse_number(m.group(1) or m.group(2)), "definition")
+    # numbers we never touch: times like 3:30, fractions written 1/2
+    for m in re.finditer(r"\d+(?=[:/]\d)|(?<=[:/])\d+", question):
+        stated.setdefault(Fraction(int(m.group(0))), "written fraction or time")
     for m in NUM.finditer(question):
         text = m.group(0)
         value = parse_number(text)
-        percent = question[m.end() : m.end() + 1] == "%" or question[m.end() : m.end() + 8].lower() == " percent"
-        key = (value, percent)
-        if key not in by_key:
-            by_key[key] = len(variables)
-            variables.append(Variable(value, [], percent, decimals_of(text)))
-        idx = by_key[key]
-        variables[idx].tokens.append(text)
-        spans.append((m.start(), m.end(), idx))
-    fixed = {Fraction(v) for w, v in NUMBER_WORDS.items() if re.search(rf"\b{w}\b", question, re.I)}
-    for pattern, implied in IMPLIED_BY_WORD.items():
-        if re.search(rf"(?<![a-z])(?:{pattern})(?![a-z])", question, re.I):
-            fixed.update(Fraction(v) for v in implied)
-    for m in DEFINITION.finditer(question):
-        fixed.add(parse_number(m.group(1) or m.group(2)))
-    # numbers we never touch: times like 3:30, fractions written 1/2
-    for m in re.finditer(r"\d+(?=[:/]\d)|(?<=[:/])\d+", question):
-        fixed.add(Fraction(int(m.group(0))))
-    return variables, spans, fixed
+        before = question[: m.start()]
+        if re.fullmatch(r"1[89]\d\d|20\d\d", text) and not before.endswith("$") and YEAR.search(before[-12:]):
+            stated.setdefault(value, "calendar year")
+            continue
+        after = question[m.end() : m.end() + 8].lower()
+        percent = after.startswith("%") or after.startswith(" percent")
+        if value in (0, 1) and not percent and "." not in text:
+            stated.setdefault(value, "structural 0 or 1")  # "1 box" never changes, so it is a constant
+            continue
+        variables.append(
+            Variable(
+                value, text, m.start(), m.end(), percent, decimals_of(text),
+                cap=natural_cap(question, m.start(), m.end()),
+                noun=None if percent or before.endswith("$") else _noun_after(question.lower(), m.end()),
+            )
+        )
+    return variables, stated
+
+
+def _candidates(
+    value: Fraction, variables: list[Variable], steps: list[Step], stated: dict[Fraction, str], prose: set[Fraction]
+) -> list[tuple[str, Any]]:
+    """Every source an operand of this value could have come from."""
+    found: list[tuple[str, Any]] = [("step", j) for j, s in enumerate(steps) if s.result == value]
+    for i, var in enumerate(variables):
+        if var.value == value:
+            found.append(("var", i))
+        if var.percent:
+            if var.value / 100 == value:
+                found.append(("pct", i))
+            if 100 - var.value == value:
+                found.append(("cpl", i))
+            if (100 - var.value) / 100 == value:
+                found.append(("cplf", i))
+    if value in stated:
+        found.append(("const", value))
+    complement = any(kind in ("cpl", "cplf") for kind, _ in found)
+    if value in prose and not complement:  # "100% - 40% = 60%" is the complement the chain already knows
+        found.append(("prose", value))
+    return found
+
+
+def _ambiguity_reason(found: list[tuple[str, Any]]) -> str:
+    kinds = [kind for kind, _ in found]
+    if kinds.count("var") > 1:
+        return "ambiguous_equal_question_numbers"
+    if "const" in kinds:
+        return "ambiguous_number_word_or_unit"
+    if "cpl" in kinds or "cplf" in kinds:
+        return "ambiguous_percent_complement"
+    if "prose" in kinds:
+        return "ambiguous_prose_arithmetic"
+    if kinds.count("step") > 1:
+        return "ambiguous_equal_step_results"
+    return "ambiguous_operand"
 
 
 def build_template(question: str, solution: str) -> Template:
-    """Link the annotated chain to the question's numbers; raise ``TemplateError`` when it is ambiguous."""
+    """Link the annotated chain to the question's numbers; raise ``TemplateError`` when a link is not certain."""
     annotations = list(ANNOTATION.finditer(solution))
     if not annotations:
         raise TemplateError("no_annotations")
@@ -278,16 +429,14 @@ def build_template(question: str, solution: str) -> Template:
     except (ValueError, ZeroDivisionError):
         raise TemplateError("unreadable_final_answer") from None
 
-    variables, spans, fixed = _question_numbers(question)
+    variables, stated = _question_numbers(question)
     if not variables:
         raise TemplateError("no_question_numbers")
-    for var in variables:
-        if var.value in fixed and not var.percent:
-            raise TemplateError("number_word_collision")
+    masked = ANNOTATION.sub("§", solution)
+    prose = {parse_number(m.group(1)) for m in PROSE_ARITHMETIC.finditer(masked)}
 
     steps: list[Step] = []
     constants: set[Fraction] = set()
-    used_vars: set[int] = set()
     for ann in annotations:
         expr, result_text = ann.group(1), ann.group(2).strip()
         if re.search(r"[^\d\s.+\-*/()x×÷,]", expr) or not expr.strip():
@@ -303,79 +452,101 @@ def build_template(question: str, solution: str) -> Template:
             raise TemplateError("unparseable_annotation") from None
         step = Step(expr, result_text, result)
         for lit in literals:
-            earlier = [j for j, s in enumerate(steps) if s.result == lit.value]
-            var_hits = [i for i, v in enumerate(variables) if v.value == lit.value and not v.percent]
-            pct_hits = [i for i, v in enumerate(variables) if v.percent and v.value / 100 == lit.value]
-            pct_raw = [i for i, v in enumerate(variables) if v.percent and v.value == lit.value]
-            candidates = len(earlier[-1:]) + len(var_hits) + len(pct_hits) + len(pct_raw)
-            if candidates > 1:
-                raise TemplateError("ambiguous_operand")
-            if earlier:
-                step.refs.append(("step", earlier[-1]))
-            elif var_hits or pct_raw:
-                i = (var_hits or pct_raw)[0]
-                step.refs.append(("var", i))
-                used_vars.add(i)
-            elif pct_hits:
-                step.refs.append(("pct", pct_hits[0]))
-                used_vars.add(pct_hits[0])
-            else:
-                value = lit.value
-                explained = value in fixed or value in UNIT_CONSTANTS or (value.denominator == 1 and value <= 12)
-                if not explained:
+            found = _candidates(lit.value, variables, steps, stated, prose)
+            if len(found) > 1:
+                raise TemplateError(_ambiguity_reason(found))
+            if not found:
+                # a constant nothing in the question states is a guess (the "5" of "Jeff gets 4 times as much as
+                # Brad: 100/5", the "3 halvings" of "halved every 10 years"), unless it converts units or counts one
+                if not (lit.value in UNIT_CONSTANTS or lit.value in HIDDEN_CONSTANTS_ALLOWED):
                     raise TemplateError("unexplained_constant")
-                constants.add(value)
-                step.refs.append(("const", value))
+                found = [("const", lit.value)]
+            kind, ref = found[0]
+            if kind == "prose":
+                raise TemplateError("prose_arithmetic_operand")
+            if kind == "const":
+                constants.add(ref)
+            elif kind != "step":
+                variables[ref].used = True
+            step.refs.append((kind, ref))
+        # the result's natural bound, when the solution's words after it say what it is ("90 years old")
+        number = re.match(r"\s*\$?[\d,.]*\d", solution[ann.end() :])
+        if number:
+            step.cap = natural_cap(solution, ann.end(), ann.end() + number.end())
+            if step.cap is not None and result > step.cap:
+                step.cap = None
+            step.noun = _noun_after(solution, ann.end() + number.end(), skip_verbs=True)
         steps.append(step)
 
     # the answer must be the last computed value: an answer that equals an earlier step is either a coincidence
     # or picked by a comparison ("the faster route"), and a new draw can flip the comparison
     if steps[-1].result != gold:
         raise TemplateError("answer_not_last_step")
-    if re.search(r"[<>≤≥]", ANNOTATION.sub("", solution)):
+    if re.search(r"[<>≤≥]", masked):
         raise TemplateError("comparison_in_solution")
-    answer_ref: tuple[str, int] = ("step", len(steps) - 1)
-    if not used_vars:
+    if not any(v.used for v in variables):
         raise TemplateError("no_variables_in_chain")
-    # variables the chain does not use stay as they are
-    for i, var in enumerate(variables):
-        if i not in used_vars:
-            var.tokens = []
-    spans = [s for s in spans if s[2] in used_vars]
-    for i in used_vars:
-        if variables[i].value in constants:
-            raise TemplateError("variable_equals_constant")
-    return Template(question, solution, variables, spans, steps, answer_ref, constants)
+    # a question number the chain never reads may still be tied to the ones it does ("3 groups ... 2 of them
+    # ... the last one", "3 apartment complexes ... the first two"): a draw would contradict it silently
+    if any(not v.used and v.value not in (0, 1) for v in variables):
+        raise TemplateError("unused_question_number")
+    if any(v.used and v.value in constants for v in variables):
+        raise TemplateError("variable_equals_constant")
+    asked = re.search(r"\bhow many ([a-z]+)", question, re.I)
+    if asked and not steps[-1].noun and asked.group(1).lower() not in NOT_A_NOUN:
+        steps[-1].noun = asked.group(1).lower().removesuffix("s")
+    quantities = [(("var", i), v.noun, v.value) for i, v in enumerate(variables)]
+    quantities += [(("step", j), s.noun, s.result) for j, s in enumerate(steps)]
+    orders = [
+        (a, b)
+        for a, noun_a, value_a in quantities
+        for b, noun_b, value_b in quantities
+        if noun_a and noun_a == noun_b and value_a < value_b and not (a[0] == b[0] == "step")
+    ]
+    return Template(question, solution, variables, steps, constants, orders)
 
 
 # ----------------------------------------------------------------------------------------------------- sampling
 
 
-def sample_value(var: Variable, rng: Any) -> Fraction:
-    """A new value of the same kind: same digit count and roundness, positive, same decimal places."""
-    if var.percent:
-        v = int(var.value) if var.value.denominator == 1 else None
-        if v is not None and 0 < v < 100:
-            step = 5 if v % 5 == 0 else 1
-            return Fraction(rng.randrange(step, 100, step))
-        return var.value
+def value_choices(var: Variable, spread: float) -> tuple[Fraction, ...]:
+    """The values a draw may give ``var``: within ± ``spread`` of the original, same decimals and roundness.
+
+    Roundness: a multiple of the original's power of ten (300 → 150, 200, ..., 450), relaxed to 5× or 1× a
+    smaller power when fewer than three values would fit. 0 and 1 are structural ("1 box") and never move; a
+    number of at least 2 never becomes 1 (the story's plurals would break). Natural bounds cap the range.
+    """
     scale = 10**var.decimals
     units = var.value * scale
     if units.denominator != 1 or units <= 1 and var.decimals == 0:
-        return var.value  # 0 and 1 are structural ("1 box") — keep them
+        return (var.value,)
     units = int(units)
-    zeros = len(str(units)) - len(str(units).rstrip("0"))
-    zeros = min(zeros, len(str(units)) - 1)
-    core_digits = len(str(units)) - zeros
-    low = 10 ** (core_digits - 1)
-    high = 10**core_digits - 1
-    if core_digits == 1:
-        low = 2 if var.decimals == 0 and zeros == 0 else 1
-    new_units = rng.randint(low, high) * 10**zeros
-    return Fraction(new_units, scale)
+    low = math.ceil(units * (1 - spread))
+    high = math.floor(units * (1 + spread))
+    low = max(low, 2 if var.decimals == 0 else 1)
+    if var.percent:
+        high = min(high, 99)
+    if var.cap is not None and var.value <= var.cap:
+        high = min(high, math.floor(var.cap * scale))
+    digits = str(units)
+    zeros = min(len(digits) - len(digits.rstrip("0")), len(digits) - 1)
+    steps = [5] if zeros == 0 else []  # 75 → 40, 45, ..., 110 before 38, 39, ...
+    for z in range(zeros, -1, -1):
+        steps += [10**z, 5 * 10 ** (z - 1)] if z else [1]
+    steps = [s for s in steps if units % s == 0]
+    for step in steps:
+        options = range(math.ceil(low / step) * step, high + 1, step)
+        if len(options) >= 3 or step == steps[-1]:
+            return tuple(Fraction(k, scale) for k in options) or (var.value,)
+    return (var.value,)
 
 
 def _draw_ok(template: Template, values: list[Fraction], results: list[Fraction], growth: float) -> bool:
+    for (kind_a, a), (kind_b, b) in template.orders:
+        low = values[a] if kind_a == "var" else results[a]
+        high = values[b] if kind_b == "var" else results[b]
+        if not low < high:
+            return False
     for step, new in zip(template.steps, results):
         old = step.result
         if old.denominator == 1 and new.denominator != 1:
@@ -383,6 +554,8 @@ def _draw_ok(template: Template, values: list[Fraction], results: list[Fraction]
         if (old > 0 and new <= 0) or (old >= 0 and new < 0) or (old < 0 and new >= 0):
             return False
         if 0 < old < 1 and not new < 1:
+            return False
+        if step.cap is not None and new > step.cap:
             return False
         if format_number(new, like=step.result_text) is None:
             return False
@@ -392,11 +565,16 @@ def _draw_ok(template: Template, values: list[Fraction], results: list[Fraction]
 
 
 def draw_variant(template: Template, rng: Any, params: Params) -> tuple[list[Fraction], list[Fraction]] | None:
-    used = {idx for _, _, idx in template.spans}
+    for var in template.variables:
+        if var.used and not var.choices:
+            var.choices = value_choices(var, params.relative_range)
+    used = [i for i, v in enumerate(template.variables) if v.used]
+    if all(len(template.variables[i].choices) < 2 for i in used):
+        return None
     for _ in range(params.max_draws):
-        values = [
-            sample_value(v, rng) if i in used else v.value for i, v in enumerate(template.variables)
-        ]
+        values = [v.value for v in template.variables]
+        for i in used:
+            values[i] = rng.choice(template.variables[i].choices)
         if all(values[i] == template.variables[i].value for i in used):
             continue
         if any(values[i] in template.constants for i in used):
@@ -413,36 +591,55 @@ def draw_variant(template: Template, rng: Any, params: Params) -> tuple[list[Fra
 # ---------------------------------------------------------------------------------------------------- rewriting
 
 
+def article_for(number_text: str) -> str:
+    """"an" before a number read with a vowel sound (8, 11, 18, 80, 800, 11,000, 18 million), else "a"."""
+    digits = number_text.lstrip("$").split(".")[0].replace(",", "")
+    if not digits:
+        return "a"
+    if digits.startswith("8"):
+        return "an"
+    lead = digits[: len(digits) % 3 or 3]
+    return "an" if lead in ("11", "18") else "a"
+
+
+_ARTICLE_BEFORE = re.compile(r"\b([Aa]n?)(\s+\$?)$")
+
+
+def _with_article(before: str, number_text: str) -> str:
+    """``before`` with a trailing "a"/"an" made to agree with the number that follows it."""
+    m = _ARTICLE_BEFORE.search(before)
+    if not m:
+        return before
+    article = article_for(number_text)
+    if m.group(1)[0].isupper():
+        article = article.capitalize()
+    return before[: m.start(1)] + article + m.group(2)
+
+
 def _rewrite_question(template: Template, values: list[Fraction]) -> str:
-    out, last = [], 0
+    out, last = "", 0
     for start, end, idx in template.spans:
         text = format_number(values[idx], like=template.question[start:end])
         if text is None:
             raise TemplateError("unformattable_number")
-        out.append(template.question[last:start] + text)
+        out = _with_article(out + template.question[last:start], text) + text
         last = end
-    out.append(template.question[last:])
-    return "".join(out)
+    return out + template.question[last:]
 
 
 def _operand_values(template: Template, values: list[Fraction], results: list[Fraction], step: Step) -> list:
-    operands = []
-    for kind, ref in step.refs:
-        operands.append(
-            values[ref] if kind == "var" else values[ref] / 100 if kind == "pct"
-            else results[ref] if kind == "step" else ref
-        )
-    return operands
+    return [_operand(kind, ref, values, results) for kind, ref in step.refs]
 
 
 def _rewrite_solution(template: Template, values: list[Fraction], results: list[Fraction], answer: Fraction) -> str:
     """Rewrite annotations exactly and prose numbers by value, line by line; ambiguity → ``TemplateError``."""
     global_map: dict[Fraction, set[Fraction]] = {}
     for i, var in enumerate(template.variables):
-        if var.tokens:
+        if var.used:
             global_map.setdefault(var.value, set()).add(values[i])
             if var.percent:
                 global_map.setdefault(var.value / 100, set()).add(values[i] / 100)
+                global_map.setdefault(100 - var.value, set()).add(100 - values[i])
     for step, new in zip(template.steps, results):
         global_map.setdefault(step.result, set()).add(new)
 
@@ -453,7 +650,7 @@ def _rewrite_solution(template: Template, values: list[Fraction], results: list[
             out_lines.append(f"#### {format_number(answer)}")
             continue
         local_map: dict[Fraction, set[Fraction]] = {}
-        pieces, last = [], 0
+        pieces = []
         for ann in ANNOTATION.finditer(line):
             j = next(step_iter)
             step = template.steps[j]
@@ -470,7 +667,6 @@ def _rewrite_solution(template: Template, values: list[Fraction], results: list[
             local_map.setdefault(step.result, set()).add(results[j])
             pieces.append((ann.start(), ann.end(), f"<<{expr}={result_text}>>"))
         # prose numbers outside annotations
-        rebuilt, last = [], 0
         protected = [(s, e) for s, e, _ in pieces]
 
         def in_annotation(pos: int, protected: list[tuple[int, int]] = protected) -> bool:
@@ -492,11 +688,11 @@ def _rewrite_solution(template: Template, values: list[Fraction], results: list[
             if text is None:
                 raise TemplateError("unformattable_number")
             edits.append((m.start(), m.end(), text))
+        rebuilt, last = "", 0
         for start, end, text in sorted(edits):
-            rebuilt.append(line[last:start] + text)
+            rebuilt = _with_article(rebuilt + line[last:start], text) + text
             last = end
-        rebuilt.append(line[last:])
-        out_lines.append("".join(rebuilt))
+        out_lines.append(rebuilt + line[last:])
     return "\n".join(out_lines)
 
 
