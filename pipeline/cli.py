@@ -216,7 +216,8 @@ def recipes() -> None:
 
 
 # Parts that own their own commands register them here (each module has ``register(app)``).
-for _module in ("pipeline.dedup.commands", "pipeline.llm.commands", "flows.commands"):
+for _module in ("pipeline.dedup.commands", "pipeline.llm.commands",
+                "pipeline.sandbox.commands", "flows.commands"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:

@@ -62,6 +62,7 @@ class SandboxConfig(BaseModel):
     workers: int = Field(2, ge=1, le=64, description="pre-started worker processes")
     carry_state: bool = Field(False, description="calls of one session see the variables of earlier calls")
     network: bool = Field(False, description="allow network access (off: a private network namespace)")
+    namespaces: bool = Field(True, description="use namespaces where the OS allows (off: test the fallback)")
     tmp_mb: int = Field(64, ge=1, description="size of the private /tmp working directory")
     preload: tuple[str, ...] = Field(("math", "numpy", "sympy"), description="modules imported once per worker")
 
@@ -196,7 +197,8 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.base_dir = tempfile.mkdtemp(prefix="mathaug-sandbox-")
         os.chmod(self.base_dir, 0o711)
-        self.settings = {"network": self.config.network, "tmp_mb": self.config.tmp_mb,
+        self.settings = {"network": self.config.network, "namespaces": self.config.namespaces,
+                         "tmp_mb": self.config.tmp_mb,
                          "preload": list(self.config.preload), "base_dir": self.base_dir}
         self.cond = threading.Condition()
         self.idle: list[Worker] = [Worker(self.settings) for _ in range(self.config.workers)]
@@ -214,7 +216,10 @@ class Sandbox:
                 self.cond.wait()
             if self.closed:
                 raise SandboxError("sandbox is closed")
-            worker = self.idle.pop()
+            worker = self.idle.pop(0)  # round robin: every worker gets used (and checked)
+            if not worker.alive():  # died while idle (killed from outside): replace it before use
+                dead, worker = worker, Worker(self.settings)
+                threading.Thread(target=dead.kill, daemon=True).start()
             self.busy.add(worker)
         try:
             report = worker.wait_ready()

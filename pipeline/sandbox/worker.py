@@ -214,6 +214,9 @@ def isolate(settings: dict, report: dict) -> None:
     flags = CLONE_NEWPID | CLONE_NEWNS | (0 if settings["network"] else CLONE_NEWNET)
     if not is_root:
         flags |= CLONE_NEWUSER
+    if not settings["namespaces"]:
+        report["missing"].append("namespaces (turned off in the config)")
+        return
     if SYS_PIVOT_ROOT is None or libc.unshare(flags) != 0:
         report["missing"].append(f"namespaces (unshare: {os.strerror(ctypes.get_errno())})")
         return
@@ -250,6 +253,29 @@ def isolate(settings: dict, report: dict) -> None:
             report["mechanisms"]["capabilities_dropped"] = True
         except SetupError as exc:
             report["missing"].append(str(exc))
+
+
+def world_traversable(path: str) -> bool:
+    """Whether a uid with no special rights can reach `path` (every ancestor directory is o+x)."""
+    current = os.path.realpath(path)
+    while True:
+        if not os.stat(current).st_mode & 0o001:
+            return False
+        if current == "/":
+            return True
+        current = os.path.dirname(current)
+
+
+def drop_to_unprivileged_uid(workdir: str, report: dict) -> None:
+    """Fallback without namespaces, as root: become an unused uid if the interpreter stays reachable."""
+    if not all(world_traversable(p) for p in python_paths()):
+        return  # e.g. Python installed under /root (0700): an unprivileged uid could not import the stdlib
+    uid = ROOT_UID_BASE + os.getpid()
+    os.chown(workdir, uid, uid)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    report["mechanisms"]["uid"] = uid
 
 
 def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> None:
@@ -383,7 +409,7 @@ def child_main(request: dict, out_w: int, res_w: int, devnull: int, workdir: str
         resource.RLIMIT_NOFILE: (256, 256),
         resource.RLIMIT_CORE: (0, 0),
     }
-    if os.geteuid() != 0:  # root ignores RLIMIT_NPROC; the parent never leaves us root
+    if not request["_real_root"]:  # the kernel exempts uid 0 of the initial user namespace from it
         limits[resource.RLIMIT_NPROC] = (request["max_processes"],) * 2
     for kind, value in limits.items():
         resource.setrlimit(kind, value)
@@ -553,6 +579,8 @@ def main() -> None:
     isolate(settings, report)
     in_new_root = bool(report["mechanisms"].get("new_root"))
     workdir = SANDBOX_TMP if in_new_root else settings["workdir"]
+    if os.geteuid() == 0 and not in_new_root:
+        drop_to_unprivileged_uid(workdir, report)
     os.environ.update(HOME=workdir, TMPDIR=workdir)
     os.chdir(workdir)
     if not in_new_root:
@@ -569,8 +597,10 @@ def main() -> None:
         landlock(settings, report, workdir, in_new_root)
     except SetupError as exc:
         report["missing"].append(str(exc))
-    if os.geteuid() == 0 and not report["mechanisms"].get("user_namespace"):
-        report["missing"].append("unprivileged uid (still root: RLIMIT_NPROC does not apply)")
+    real_root = os.geteuid() == 0 and not report["mechanisms"].get("user_namespace")
+    if real_root:
+        report["missing"].append("unprivileged uid (still root: RLIMIT_NPROC does not apply, files are "
+                                 "protected by Landlock alone)")
     template = {"__name__": "__main__", "__builtins__": builtins}
     reader = os.fdopen(proto_in, "rb")
 
@@ -584,6 +614,7 @@ def main() -> None:
     for line in reader:
         request = json.loads(line)
         request["_globals"] = dict(template)
+        request["_real_root"] = real_root
         reply(run_one(request, [proto_in, proto_out], devnull, workdir))
 
 
