@@ -112,7 +112,21 @@ NATURAL_BOUNDS = (
     (r"days?", r"week", 7),
     (r"months?", r"year", 12),
     (r"days?", r"month", 31),
+    (r"degrees?", r"ground|angle|horizon|incline|slope", 90),
 )
+# "for 11 months ... on the twelfth month": an ordinal after "the" ties the number before it, so both its value
+# and the one below it are values the question fixes
+ORDINAL = re.compile(
+    r"\bthe\s+(?:(\d+)(?:st|nd|rd|th)|(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|"
+    r"twelfth))\b",
+    re.I,
+)
+ORDINAL_WORDS = {
+    w: i + 1
+    for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split()
+    )
+}
 AGE_AFTER = re.compile(r"^[\s-]*years?[\s-]*old\b|^[\s-]*year-old")
 AGE_BEFORE = re.compile(r"\b(?:age|aged|ages)\s+(?:of\s+)?$", re.I)
 MAX_AGE = 100
@@ -292,6 +306,9 @@ class Template:
     constants: set[Fraction]
     # (a, b): quantity a stays below quantity b, each ("var", i) or ("step", j); like nouns keep their order
     orders: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)
+    # (c, op, a, b): question number c is a + b or a * b of two others ("8 men ... 6 women ... all 14"); c is
+    # derived from a and b in every draw, so the story's own arithmetic still holds
+    relations: list[tuple[int, str, int, int]] = field(default_factory=list)
 
     @property
     def spans(self) -> list[tuple[int, int, int]]:
@@ -353,6 +370,10 @@ def _question_numbers(question: str) -> tuple[list[Variable], dict[Fraction, str
                 stated.setdefault(Fraction(v), m.group(0))
     for m in DEFINITION.finditer(question):
         stated.setdefault(parse_number(m.group(1) or m.group(2)), "definition")
+    for m in ORDINAL.finditer(question):
+        nth = int(m.group(1)) if m.group(1) else ORDINAL_WORDS[m.group(2).lower()]
+        for v in (nth, nth - 1):
+            stated.setdefault(Fraction(v), m.group(0))
     # numbers we never touch: times like 3:30, fractions written 1/2
     for m in re.finditer(r"\d+(?=[:/]\d)|(?<=[:/])\d+", question):
         stated.setdefault(Fraction(int(m.group(0))), "written fraction or time")
@@ -503,7 +524,30 @@ def build_template(question: str, solution: str) -> Template:
         for b, noun_b, value_b in quantities
         if noun_a and noun_a == noun_b and value_a < value_b and not (a[0] == b[0] == "step")
     ]
-    return Template(question, solution, variables, steps, constants, orders)
+    return Template(question, solution, variables, steps, constants, orders, _relations(variables))
+
+
+def _relations(variables: list[Variable]) -> list[tuple[int, str, int, int]]:
+    """Question numbers that are the sum or product of two others. Kept even when the relation is a coincidence:
+    that costs variety, never correctness."""
+    found = []
+    plain = [i for i, v in enumerate(variables) if not v.percent and v.value >= 2]
+    for c in plain:
+        for a in plain:
+            for b in plain:
+                if len({a, b, c}) < 3 or a > b:
+                    continue
+                va, vb, vc = variables[a].value, variables[b].value, variables[c].value
+                if vc == va + vb:
+                    found.append((c, "+", a, b))
+                elif vc == va * vb:
+                    found.append((c, "*", a, b))
+    percents = [i for i, v in enumerate(variables) if v.percent]
+    for a in percents:  # "40% are boys and 60% girls": the shares still add up to 100%
+        for b in percents:
+            if a < b and variables[a].value + variables[b].value == 100:
+                found.append((b, "100-", a, a))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------- sampling
@@ -564,6 +608,21 @@ def _draw_ok(template: Template, values: list[Fraction], results: list[Fraction]
     return True
 
 
+def _apply_relations(template: Template, values: list[Fraction]) -> bool:
+    """Set each related number from its parts; False if it leaves its own range or a relation no longer holds."""
+    for c, op, a, b in template.relations:
+        var = template.variables[c]
+        new = values[a] + values[b] if op == "+" else values[a] * values[b] if op == "*" else 100 - values[a]
+        if not var.used or not min(var.choices) <= new <= max(var.choices) or new.denominator != 1:
+            if new != values[c]:
+                return False
+        values[c] = new
+    return all(
+        values[c] == (values[a] + values[b] if op == "+" else values[a] * values[b] if op == "*" else 100 - values[a])
+        for c, op, a, b in template.relations
+    )
+
+
 def draw_variant(template: Template, rng: Any, params: Params) -> tuple[list[Fraction], list[Fraction]] | None:
     for var in template.variables:
         if var.used and not var.choices:
@@ -575,6 +634,8 @@ def draw_variant(template: Template, rng: Any, params: Params) -> tuple[list[Fra
         values = [v.value for v in template.variables]
         for i in used:
             values[i] = rng.choice(template.variables[i].choices)
+        if not _apply_relations(template, values):
+            continue
         if all(values[i] == template.variables[i].value for i in used):
             continue
         if any(values[i] in template.constants for i in used):
