@@ -59,6 +59,7 @@ def test_isolation_layers_active_here(sandbox):
     for layer in ("pid_namespace", "mount_namespace", "network_namespace", "new_root", "no_new_privs"):
         assert enforced.get(layer) is True, layer
     assert enforced.get("uid", 0) >= 1_000_000_000
+    assert enforced.get("landlock_abi", 0) >= 1 and enforced.get("seccomp_denied_syscalls", 0) > 20
 
 
 @pytest.mark.timeout(60)

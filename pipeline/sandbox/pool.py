@@ -239,6 +239,8 @@ class Sandbox:
             if self.closed:
                 if healthy:
                     worker.kill()
+                if not self.busy:
+                    shutil.rmtree(self.base_dir, ignore_errors=True)
             elif healthy and worker.alive():
                 self.idle.append(worker)
             else:

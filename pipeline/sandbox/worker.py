@@ -19,7 +19,8 @@ Layers, each attempted and reported in the ``ready`` message (the parent logs wh
    can be signalled or read); otherwise capabilities are dropped inside the user namespace. No-new-privs.
 4. Landlock (Linux >= 5.13): writes only under /tmp, reads only of the exposed tree, no execve at all; with
    newer ABIs also no TCP bind/connect and no signals to processes outside the sandbox.
-5. per call, in the child: hard RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE/CORE, stdin from /dev/null, input() and
+5. seccomp-BPF: no nested namespaces, mounts, ptrace, keyrings, BPF, io_uring, userfaultfd or modules.
+6. per call, in the child: hard RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE/CORE, stdin from /dev/null, input() and
    the shell/exec entry points replaced by functions that raise (the kernel layers block them anyway).
 """
 
@@ -320,6 +321,63 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
     report["mechanisms"].update(landlock_abi=abi, landlock_net=bool(net), landlock_signal_scope=bool(scoped))
 
 
+# Syscalls no math snippet needs and that widen the kernel's attack surface (nested namespaces, mounts,
+# ptrace, keyrings, BPF, io_uring, userfaultfd, modules). clone is allowed without namespace flags.
+SECCOMP_DENY = {
+    "x86_64": {"unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "ptrace": 101,
+               "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
+               "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+               "kexec_load": 246, "init_module": 175, "finit_module": 313, "delete_module": 176,
+               "open_by_handle_at": 304, "process_vm_readv": 310, "process_vm_writev": 311, "open_tree": 428,
+               "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+               "mount_setattr": 442},
+    "aarch64": {"unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "ptrace": 117,
+                "keyctl": 219, "add_key": 217, "request_key": 218, "bpf": 280, "perf_event_open": 241,
+                "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+                "kexec_load": 104, "init_module": 105, "finit_module": 273, "delete_module": 106,
+                "open_by_handle_at": 265, "process_vm_readv": 270, "process_vm_writev": 271, "open_tree": 428,
+                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+                "mount_setattr": 442},
+}
+SECCOMP_CLONE = {"x86_64": (56, 435), "aarch64": (220, 435)}  # clone, clone3
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+
+def seccomp_filter(report: dict) -> None:
+    """Install a seccomp-BPF filter: EPERM for SECCOMP_DENY, for clone with namespace flags, ENOSYS for clone3
+    (its flags sit in memory BPF cannot read; libc falls back to clone)."""
+    machine = platform.machine()
+    if machine not in SECCOMP_DENY:
+        report["missing"].append(f"seccomp (no syscall table for {machine})")
+        return
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, deny, nosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    denied = sorted(SECCOMP_DENY[machine].values())
+    clone, clone3 = SECCOMP_CLONE[machine]
+    prog: list[tuple[int, int, int, int]] = [(ld, 0, 0, 4), (jeq, 1, 0, AUDIT_ARCH[machine]), (ret, 0, 0, deny),
+                                             (ld, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, deny)]  # the x32 ABI: another syscall table, refused
+    for number in denied:
+        prog += [(jeq, 0, 1, number), (ret, 0, 0, deny)]
+    prog += [(jeq, 0, 1, clone3), (ret, 0, 0, nosys),
+             (jeq, 0, 3, clone), (ld, 0, 0, 16), (jset, 0, 1, NAMESPACE_FLAGS), (ret, 0, 0, deny),
+             (ret, 0, 0, allow)]
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    filters = (SockFilter * len(prog))(*[SockFilter(*op) for op in prog])
+    fprog = SockFprog(len(prog), filters)
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp filter")
+    report["mechanisms"]["seccomp_denied_syscalls"] = len(denied) + 2
+
+
 # ------------------------------------------------------------------------------------------------------------
 # refusals at the Python level (clear messages for the model; the kernel layers are what enforce)
 
@@ -595,6 +653,7 @@ def main() -> None:
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
         report["mechanisms"]["no_new_privs"] = True
         landlock(settings, report, workdir, in_new_root)
+        seccomp_filter(report)
     except SetupError as exc:
         report["missing"].append(str(exc))
     real_root = os.geteuid() == 0 and not report["mechanisms"].get("user_namespace")
