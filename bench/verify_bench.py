@@ -2,18 +2,26 @@
 
 Prints accuracy, false accepts, false rejects and pairs/second for both, and the ratios. The labelled suite is
 bench/data/verify_cases.jsonl (hand-labelled final-answer pairs across the categories of issue 3, plus full
-model outputs in GSM8K and MATH styles). math-verify is a dev-only dependency.
+model outputs in GSM8K and MATH styles). The recall suites bench/data/verify_recall_<class>.jsonl (issue 22)
+are scored per class before and after: "before" is the verifier at `--baseline-rev`, checked out from git
+into a temporary folder and run in a child process on the same pairs in the same run. math-verify is a
+dev-only dependency.
 
-    python bench/verify_bench.py [--repeat 4] [--cases PATH] [--show-errors]
+    python bench/verify_bench.py [--repeat 4] [--cases PATH] [--baseline-rev REV] [--show-errors]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
+import os
 import random
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +32,16 @@ from pipeline.verify import answers_match, core, grade, grade_many, stats, warm_
 from pipeline.verify.normalize import clean_latex  # noqa: E402
 
 CASES = ROOT / "bench" / "data" / "verify_cases.jsonl"
+RECALL_CASES = sorted((ROOT / "bench" / "data").glob("verify_recall_*.jsonl"))
+# The verifier as it was when issue 22 (recall) was taken up: the "before" of the per-class table.
+BASELINE_REV = "b15ec0ac8796e9f5dd0f7033716cad18565c5e3f"
+_VERDICTS_SCRIPT = """
+import json, sys
+from pipeline.verify import answers_match, grade
+rows = json.load(sys.stdin)
+print(json.dumps([answers_match(r["given"], r["gold"]) if r["kind"] == "answer"
+                  else grade(r["given"], r["gold"]).correct for r in rows]))
+"""
 
 
 def load(path: Path) -> list[dict]:
@@ -52,6 +70,29 @@ def ours_batch(rows: list[dict]) -> list[bool]:
     return [out[k] for k in range(len(rows))]
 
 
+def baseline_verdicts(rev: str, rows: list[dict]) -> list[bool]:
+    """Verdicts of the verifier at git revision `rev` (single calls), run from a temporary checkout."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "pipeline/__init__.py", "pipeline/verify"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tempfile.TemporaryDirectory(prefix="verify-baseline-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        env = {**os.environ, "PYTHONPATH": tmp}
+        done = subprocess.run(
+            [sys.executable, "-c", _VERDICTS_SCRIPT],
+            input=json.dumps(rows),
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            env=env,
+            check=True,
+        )
+    return json.loads(done.stdout)
+
+
 def math_verify_one(row: dict) -> bool:
     from math_verify import parse, verify
 
@@ -76,10 +117,16 @@ def timed(fn, items: list[dict]) -> tuple[list[bool], float]:
     return preds, time.perf_counter() - start
 
 
+def _fa_fr(s: dict) -> str:
+    return f"{s['acc']:>8.1%}{s['fa']:>4}{s['fr']:>4}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=Path, default=CASES)
-    ap.add_argument("--repeat", type=int, default=4, help="copies of the suite in the throughput run")
+    ap.add_argument("--repeat", type=int, default=4, help="copies of the suites in the throughput run")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of the 'before' verifier")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the before/after columns")
     ap.add_argument("--show-errors", action="store_true")
     args = ap.parse_args()
 
@@ -92,11 +139,14 @@ def main() -> None:
     except ImportError:
         sys.exit("math-verify is not installed (pip install math-verify): it is the baseline of this bench")
 
-    rows = load(args.cases)
+    main_rows = load(args.cases)
+    recall_rows = [r for path in RECALL_CASES for r in load(path)]
+    rows = main_rows + recall_rows
     n_out = sum(r["kind"] == "output" for r in rows)
     print(
         f"labelled pairs: {len(rows)} ({len(rows) - n_out} final answers, {n_out} full outputs), "
-        f"{sum(r['label'] for r in rows)} positive"
+        f"{sum(r['label'] for r in rows)} positive; {len(main_rows)} in {args.cases.name}, "
+        f"{len(recall_rows)} in {len(RECALL_CASES)} recall suites"
     )
 
     warm_up()
@@ -105,6 +155,7 @@ def main() -> None:
     # Accuracy: one call per pair, the plain API.
     ours = [ours_one(r) for r in rows]
     theirs = [math_verify_one(r) for r in rows]
+    before = None if args.no_baseline else baseline_verdicts(args.baseline_rev, rows)
 
     # Throughput: the same shuffled list for both (math-verify must run on the main thread: SIGALRM).
     bulk = [r for _ in range(args.repeat) for r in rows]
@@ -118,36 +169,53 @@ def main() -> None:
     if score(bulk, ours_bulk) != score(bulk, [ours_one(r) for r in bulk]):
         print("WARNING: batch and single-call verdicts differ")
 
-    s_ours, s_theirs = score(rows, ours), score(rows, theirs)
+    n_main = len(main_rows)
     pps_ours, pps_theirs = len(bulk) / t_ours, len(bulk) / t_theirs
     pps_seq = len(ours_seq_rows) / t_ours_seq
-    print()
-    print(f"{'verifier':<24}{'accuracy':>9}{'false acc':>11}{'false rej':>11}{'pairs/s':>10}")
-    for name, s, pps in (
-        ("mathaug (grade_many)", s_ours, pps_ours),
-        (f"math-verify {mv_version}", s_theirs, pps_theirs),
+    for title, lo, hi in (
+        ("suite " + args.cases.name, 0, n_main),
+        ("recall suites (issue 22)", n_main, len(rows)),
     ):
-        print(
-            f"{name:<24}{s['acc']:>8.1%}{s['fa']:>6} ({s['fa'] / s['n']:.1%}){s['fr']:>5} ({s['fr'] / s['n']:.1%})"
-            f"{pps:>9.0f}"
-        )
-    print(f"mathaug single calls, one thread: {pps_seq:.0f} pairs/s")
+        part = rows[lo:hi]
+        s_ours, s_theirs = score(part, ours[lo:hi]), score(part, theirs[lo:hi])
+        print()
+        print(f"{title}: {len(part)} pairs")
+        print(f"{'verifier':<24}{'accuracy':>9}{'false acc':>11}{'false rej':>11}")
+        for name, sc in (("mathaug", s_ours), (f"math-verify {mv_version}", s_theirs)):
+            print(
+                f"{name:<24}{sc['acc']:>8.1%}{sc['fa']:>6} ({sc['fa'] / sc['n']:.1%})"
+                f"{sc['fr']:>5} ({sc['fr'] / sc['n']:.1%})"
+            )
+    print()
+    print(f"throughput over all {len(rows)} pairs x{args.repeat}, shuffled:")
     print(
-        f"ratio mathaug / math-verify: accuracy {s_ours['acc'] / s_theirs['acc']:.3f}x, "
-        f"errors {(s_theirs['fa'] + s_theirs['fr']) / max(1, s_ours['fa'] + s_ours['fr']):.1f}x fewer, "
-        f"throughput {pps_ours / pps_theirs:.1f}x (single-call {pps_seq / pps_theirs:.1f}x)"
+        f"mathaug grade_many {pps_ours:.0f} pairs/s, single calls one thread {pps_seq:.0f} pairs/s, "
+        f"math-verify {pps_theirs:.0f} pairs/s"
+    )
+    print(
+        f"ratio mathaug / math-verify: throughput {pps_ours / pps_theirs:.1f}x (single-call {pps_seq / pps_theirs:.1f}x)"
     )
     print(f"mathaug counters: {stats()}")
 
     print()
-    print(f"{'category':<20}{'n':>5}{'mathaug':>9}{'math-verify':>13}")
+    before_head = f"{'before acc FA FR':>20}" if before is not None else ""
+    print(f"{'category':<20}{'n':>5}{before_head}{'after acc FA FR':>20}{'math-verify':>13}")
     by_cat: dict[str, list[int]] = collections.defaultdict(list)
     for k, r in enumerate(rows):
-        by_cat[r["category"]].append(k)
-    for cat, idx in sorted(by_cat.items()):
-        a = sum(ours[k] == rows[k]["label"] for k in idx) / len(idx)
-        b = sum(theirs[k] == rows[k]["label"] for k in idx) / len(idx)
-        print(f"{cat:<20}{len(idx):>5}{a:>9.1%}{b:>13.1%}")
+        by_cat[("" if k < n_main else "recall:") + r["category"]].append(k)
+    for cat, idx in sorted(by_cat.items(), key=lambda kv: (kv[0].startswith("recall:"), kv[0])):
+        part = [rows[k] for k in idx]
+        after = score(part, [ours[k] for k in idx])
+        mv = score(part, [theirs[k] for k in idx])
+        was = f"{_fa_fr(score(part, [before[k] for k in idx])):>20}" if before is not None else ""
+        print(f"{cat:<20}{len(idx):>5}{was}{_fa_fr(after):>20}{mv['acc']:>13.1%}")
+    if before is not None:
+        for title, lo, hi in (("suite " + args.cases.name, 0, n_main), ("recall suites", n_main, len(rows))):
+            b, a = score(rows[lo:hi], before[lo:hi]), score(rows[lo:hi], ours[lo:hi])
+            print(
+                f"{title}: before {_fa_fr(b).strip()} -> after {_fa_fr(a).strip()} (accuracy, false accepts, "
+                f"false rejects; before = {args.baseline_rev[:12]})"
+            )
 
     if args.show_errors:
         print()

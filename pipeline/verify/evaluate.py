@@ -280,7 +280,7 @@ def _big_range(node: Node, env: dict | None) -> range:
     """The index range of a sum or product with numeric limits; symbolic or huge ranges go to sympy."""
     try:
         lo, hi = exact(node[3], env), exact(node[4], env)
-    except NotExact as exc:
+    except (NotExact, EvalError) as exc:  # symbolic or infinite limits: sympy's question
         raise NotExact("limits of a sum") from exc
     if isinstance(lo, QI) or isinstance(hi, QI) or lo.denominator != 1 or hi.denominator != 1:
         raise NotExact("non-integer limits of a sum")

@@ -192,7 +192,8 @@ _IS_THE_ANSWER_RE = re.compile(
     re.I,
 )
 _VALUE_BEFORE_RE = re.compile(
-    r"(?:\$\$(.+?)\$\$|\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|(?<![\w.,])(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))$", re.S
+    r"(?:\$\$(.+?)\$\$|\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|(?<![\w.,])(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))$",
+    re.S,
 )
 _DOUBT_RE = re.compile(
     r"\b(?:if|whether|suppose|assume|assuming|check|verify|test|not|think|guess|maybe|perhaps|could|might|"
@@ -256,7 +257,7 @@ def _phrases(text: str) -> list[Candidate]:
 
 
 def _value_first_phrases(text: str) -> list[Candidate]:
-    """"So $5$ is the answer.": the value stated right before "is the answer", in a clause that commits to it."""
+    """The value stated right before "is the answer" ("So $5$ is the answer."), in a clause that commits to it."""
     if "answer" not in text.lower():
         return []
     out = []
@@ -313,7 +314,9 @@ _GAP_SPACING_RE = re.compile(
     r"\\(?:quad|qquad|enspace|,|;|:| |hspace\*?\{[^{}]*\}|text\{\s*|mbox\{\s*|textrm\{\s*)|[{}$~*_]|"
     r"\\[()\[\]]"
 )
-_PART_LABEL = r"(?:part\s*)?(?:\(\s*(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\s*\)|(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\))"
+_PART_LABEL = (
+    r"(?:part\s*)?(?:\(\s*(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\s*\)|(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\))"
+)
 _BOX_GAP_RE = re.compile(
     r"[\s,;.&]*(?:(?:and|or|&)\b[\s,;.&]*)?"
     r"(?:" + _PART_LABEL + r"[\s:.]*)?"
@@ -350,7 +353,9 @@ def _labelled_parts(text: str, boxes: list[Candidate]) -> list[Candidate] | None
     current = None
     prev_end = 0
     for box in boxes:
-        labels = [next(g for g in m.groups() if g) for m in _PART_START_RE.finditer(text, prev_end, box.start)]
+        labels = [
+            next(g for g in m.groups() if g) for m in _PART_START_RE.finditer(text, prev_end, box.start)
+        ]
         ranks = [r for r in map(_part_rank, labels) if r is not None]
         if ranks:
             current = ranks[-1]

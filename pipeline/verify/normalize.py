@@ -75,9 +75,7 @@ _WRAPPERS = (
 _WRAPPER_RE = re.compile(r"\\(" + "|".join(_WRAPPERS) + r")\s*\{")
 
 _LATEX_GROUP_SEP_RE = re.compile(r"(?:,\\!|\{,\}|\{\\,\})\s*")
-_LATEX_THOUSANDS_RE = re.compile(
-    r"(?<![\d.])[1-9]\d{0,2}(?:(?:,\\!|\{,\}|\{\\,\})\s*\d{3})+(?![\d])"
-)
+_LATEX_THOUSANDS_RE = re.compile(r"(?<![\d.])[1-9]\d{0,2}(?:(?:,\\!|\{,\}|\{\\,\})\s*\d{3})+(?![\d])")
 
 _SIMPLE_SUBS = [
     # Thousands separators written for LaTeX (`10,\!080`, `1{,}000`, `14{\,}916`) before `\!` disappears. A

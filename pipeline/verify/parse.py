@@ -241,8 +241,8 @@ def rename_symbol(node: Node, old: str, new: str) -> Node:
     """The tree with every symbol `old` renamed `new` (the index of a sum becomes a bound name)."""
     if node[0] == "s":
         return ("s", new) if node[1] == old else node
-    if node[0] in ("i", "e") and node[0] == old:  # an index named i or e is not the imaginary unit or Euler's e
-        return ("s", new)
+    if node[0] in ("i", "e") and node[0] == old:
+        return ("s", new)  # an index named i or e is not the imaginary unit or Euler's number
     out = [node[0]]
     for child in node[1:]:
         if isinstance(child, tuple) and child and isinstance(child[0], str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from . import evaluate as ev
 from .parse import Node
 
 _FUNCS = {
@@ -94,7 +95,7 @@ def to_sympy(node: Node) -> sp.Expr:
         index = sp.Symbol(node[2])  # the same symbol as the body's ('s', '@1')
         limits = (index, to_sympy(node[3]), to_sympy(node[4]))
         big = sp.Sum if node[1] == "sum" else sp.Product
-        return big(to_sympy(node[5]), limits).doit()
+        return big(to_sympy(node[5]), limits)  # evaluated by `decide`, once its limits are known integers
     raise ValueError(f"not a scalar: {tag}")
 
 
@@ -117,9 +118,28 @@ def _is_zero(expr: sp.Expr) -> bool:
     return bool(verdict)
 
 
+def _limit_symbols(node: object, out: set[str]) -> set[str]:
+    """Free symbols in the limits of sums and products (`n` in `\\sum_{k=0}^{n-1}`)."""
+    if isinstance(node, tuple) and node:
+        if node[0] == "bigop":
+            out |= ev.symbols(node[3]) | ev.symbols(node[4])
+        for child in node[1:] if isinstance(node[0], str) else node:
+            _limit_symbols(child, out)
+    return out
+
+
+def _evaluate_big_operators(ea: sp.Expr, eb: sp.Expr, names: set[str]) -> tuple[sp.Expr, sp.Expr]:
+    """Sums and products in closed form. A limit counts terms, so its symbols are non-negative integers (without
+    that, sympy answers `\\sum_{k=0}^n \\binom{n}{k}` with a Piecewise instead of 2^n)."""
+    counts = {sp.Symbol(n): sp.Symbol(n, integer=True, nonnegative=True) for n in names}
+    return ea.subs(counts).doit(), eb.subs(counts).doit()
+
+
 def decide(a: Node, b: Node, mode: str) -> bool:
     """sympy decision for a pair of scalar trees ('value') or of equation differences ('equation')."""
     ea, eb = to_sympy(a), to_sympy(b)
+    if ea.has(sp.Sum, sp.Product) or eb.has(sp.Sum, sp.Product):
+        ea, eb = _evaluate_big_operators(ea, eb, _limit_symbols(a, set()) | _limit_symbols(b, set()))
     if mode == "value":
         if ea.is_Rational and eb.is_Rational:
             return bool(ea == eb)
