@@ -1,0 +1,34 @@
+"""Quality gates every generating stage runs on its candidates (issue 13).
+
+A real model produced rows that passed every check and were still unusable: a "question" carrying its own
+worked solution, a rewrite that states its answer or drops "three years younger", a solution boxing two
+answers, a box the working contradicts. These gates name such defects. They are pure and fast (no model, no
+sympy): a stage calls them on every candidate and records the first reason as the rejection.
+
+- `question_problems(question, source=, answer=, keeps_quantities=)` -> reasons (`QUESTION_REASONS`)
+- `solution_problems(solution, question=, prompt=)` -> reasons (`SOLUTION_REASONS`)
+- `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`
+- `numbers_in(text)`: the numbers a rewrite must keep, digits and words ("three" -> "3")
+"""
+
+from __future__ import annotations
+
+from .numbers import Quantity, number_value, numbers_in, quantities, values_in
+from .questions import QUESTION_REASONS, question_problems
+from .solutions import SOLUTION_REASONS, same_answer, solution_problems
+from .votes import agreement, votes
+
+__all__ = [
+    "QUESTION_REASONS",
+    "SOLUTION_REASONS",
+    "Quantity",
+    "agreement",
+    "number_value",
+    "numbers_in",
+    "quantities",
+    "question_problems",
+    "same_answer",
+    "solution_problems",
+    "values_in",
+    "votes",
+]

@@ -1,0 +1,237 @@
+"""Solution gates: does a sampled solution commit to one answer that its own working supports?
+
+The committed answer is the verifier's (`extract_answer`, which already knows revisions: "wait … so the
+answer is 14"); these gates look at what the extractor does not judge: earlier commitments that disagree with
+the final one, a final answer that the last computed value contradicts, a solution with no working, an echo.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from pipeline.verify import extract_answer
+from pipeline.verify.compare import Judge
+from pipeline.verify.core import parsed_gold
+from pipeline.verify.extract import _REVISION_RE, _boxes
+
+from .numbers import number_value, quantities
+from .text import last_match, sentences, shingles
+
+SOLUTION_REASONS = (
+    "no_answer",
+    "echoes_prompt",
+    "empty_reasoning",
+    "several_answers",
+    "answer_contradicts_work",
+)
+
+ECHO_SHARE = 0.8  # share of the solution's word 3-grams found in the prompt/question that makes it an echo
+_ECHO_MIN_SHINGLES = 12  # shorter solutions are judged by empty_reasoning, not as echoes
+
+_COMMIT_RE = re.compile(
+    r"(?:^|\n)\s*####|\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|would\s+be|should\s+be|will\s+be|equals|=|:)",
+    re.I,
+)
+# What introduces a final answer of its own: "The final answer is", "Answer:", "####", a line to itself.
+_INTRO_RE = re.compile(
+    r"(?:(?:\b(?:so|thus|therefore|hence)\b[\s,]*)?(?:(?:the|our|my)\s+)?(?:final\s+|correct\s+)?answer\s*"
+    r"(?:is|would\s+be|should\s+be|will\s+be|equals|=|:)?\s*:?|(?:^|\n)\s*####|(?:^|\n))[\s$\\(\[*]*$",
+    re.I,
+)
+_STRONG_COMMIT_RE = re.compile(
+    r"(?:^|\n)\s*####|\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s+is\b|(?:^|\n)\s*[*_#]*(?:final\s+)?answer[*_]*\s*:",
+    re.I,
+)
+# A sentence ends at ". X" / "? X" / a line break; "6! \\times" and "9! =" are factorials, not ends.
+_SENTENCE_BOUNDARY_RE = re.compile(r"\.(?:\$|\\\]|\\\))*\s+(?=[A-Z$\\])|[!?](?:\$)*\s+(?=[A-Z])|\n")
+# Words that take back an earlier answer (beyond the extractor's "wait", "actually", "mistake", …).
+_SENTENCE_END_RE = re.compile(r"\.(?:\$|\\\]|\\\))*\s+(?=[A-Z$\\])|[!?]\$*\s+(?=[A-Z])|\n\s*\n")
+_TAKEN_BACK_RE = re.compile(
+    r"\b(?:however|but|instead|tempted|overcount\w*|incorrect|correction|corrected)\b", re.I
+)
+_ASSIGNMENT_RE = re.compile(r"(?<![\w\\])[a-zA-Z]\w*\s*=\s*-?\d")
+_RESULT_RE = re.compile(
+    r"(?:=|\b(?:is|are|was|were|equals|be)\b)(?:\s+(?:\w+ly|now|only|just|a\s+total\s+of|total|about))*[\s$\\(]*"
+    r"(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})",
+    re.I,
+)
+_COMPUTATION_RE = re.compile(
+    r"[\d)}]\s*(?:[-+*/×÷^]|\\(?:times|cdot|div))\s*[\d({\\]|=\s*[-\d(\\]|\\(?:frac|sqrt|binom)"
+)
+_WORK_RE = re.compile(r"\d|[=+*/×÷^<>]|\\(?:frac|sqrt|cdot|times|le|ge)|\s-\s")
+_FILLER_RE = re.compile(
+    r"\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|:)?|####|\bI\s+hope\s+it\s+is\s+correct\b", re.I
+)
+
+
+class _Undecided(Exception):
+    """The comparison would need sympy: the gates do not run it (they must stay fast and in-process)."""
+
+
+def _escalate(*_: object) -> bool:
+    raise _Undecided
+
+
+def same_answer(a: str, b: str) -> bool | None:
+    """Whether two final answers are the same (fast, in-process paths of the verifier); None: undecided."""
+    if a.strip() == b.strip():
+        return True
+    va, vb = number_value(a), number_value(b)
+    if va is not None and vb is not None:
+        return va == vb
+    try:
+        return Judge(_escalate).match(a, b, parsed_gold(b))[0]
+    except _Undecided:
+        return None
+    except Exception:  # a comparison the verifier cannot make is not evidence of two answers
+        return None
+
+
+def _differs(a: str, b: str) -> bool:
+    return same_answer(a, b) is False
+
+
+def _final_commitment(text: str, final: str) -> tuple[int, int, list[tuple[int, int, str]]] | None:
+    """(start, end) of the final commitment, and the boxes before it; None if it cannot be located."""
+    boxes = [(b.start, b.end, b.text) for b in _boxes(text)[0]]
+    parts = {p.strip() for p in final.split(",")} | {final.strip()}
+    if boxes and boxes[-1][2].strip() in parts | {final.strip()}:
+        i = len(boxes) - 1
+        while i > 0 and boxes[i - 1][2].strip() in parts and boxes[i][0] - boxes[i - 1][1] <= 40:
+            i -= 1
+        return boxes[i][0], boxes[-1][1], boxes[:i]
+    last = last_match(_COMMIT_RE, text)
+    if last is None:
+        return None
+    return last.start(), len(text), [b for b in boxes if b[1] <= last.start()]
+
+
+def _revised_between(text: str, start: int, end: int) -> bool:
+    return (
+        _REVISION_RE.search(text, start, end) is not None
+        or _TAKEN_BACK_RE.search(text, start, end) is not None
+    )
+
+
+def _sentence_start(text: str, pos: int) -> int:
+    """Start of the sentence or line holding `pos`."""
+    boundary = last_match(_SENTENCE_BOUNDARY_RE, text, 0, pos)
+    return boundary.end() if boundary else 0
+
+
+def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int, int, str]]) -> bool:
+    """An earlier committed answer (a box, "####", "the answer is", "Answer:") that differs from the final one
+    and is not revised ("wait", "actually", "mistake") before it."""
+    for _b_start, b_end, value in earlier:
+        if _differs(value, final) and not _revised_between(text, b_end, start):
+            return True
+    prefix = text[: _sentence_start(text, start)]
+    commitment = last_match(_STRONG_COMMIT_RE, prefix)
+    if commitment is None:
+        return False
+    if not _SENTENCE_END_RE.search(text, commitment.end(), start):
+        return False  # "the answer is 9! = \boxed{362880}": one chain ending in the final answer
+    previous = extract_answer(prefix[commitment.start() :])
+    if previous is None or not re.search(r"[\d\\$]", previous) or not _differs(previous, final):
+        return False
+    return not _revised_between(text, commitment.end(), start)
+
+
+def _last_result(before: str) -> Fraction | None:
+    """The value the working ends on: the last "= value" / "is value" of the last sentence with a number in it,
+    when nothing else follows it there (a value followed by more numbers is an intermediate step)."""
+    tail = [s for s in sentences(before) if s.strip()]
+    while tail and not re.search(r"\d", tail[-1]) and len(tail[-1].strip()) < 40:
+        tail.pop()
+    if not tail:
+        return None
+    last_sentence = tail[-1]
+    result = last_match(_RESULT_RE, last_sentence)
+    if result is None:
+        return None
+    after = last_sentence[result.end() :]
+    if re.search(r"\d", after) or len(re.findall(r"[A-Za-z]+", after)) > 4:
+        return None  # more work follows the value: it is an intermediate step
+    if len(_ASSIGNMENT_RE.findall(last_sentence)) > 1:
+        return None  # "a = 3 and b = 8": the answer may combine them
+    return number_value(result.group(1).replace(" ", ""))
+
+
+def _consistent(final: Fraction, computed: Fraction) -> bool:
+    """The final answer restates the computed value: equal, a percentage of it, or it rounded to a whole."""
+    if final == computed or final == computed * 100 or final * 100 == computed:
+        return True
+    return final.denominator == 1 and computed.denominator != 1 and abs(final - computed) < 1
+
+
+def _contradicts_work(text: str, final: str, start: int) -> bool:
+    """A final answer of its own (after "The final answer is", "####", or on its own line) that the value the
+    working ends on contradicts. Inline boxes ("= \\boxed{5}") are the working's own result: not checked."""
+    intro = _INTRO_RE.search(text, max(0, start - 80), start)
+    if intro is None:
+        return False
+    value = number_value(final)
+    if value is None:
+        return False
+    computed = _last_result(text[: intro.start()])
+    return computed is not None and not _consistent(value, computed)
+
+
+def _reasoning(text: str) -> str:
+    """The solution without its boxes and answer phrases: what is left to show the work."""
+    spans = [(b.start, b.end) for b in _boxes(text)[0]]
+    kept, pos = [], 0
+    for s, e in spans:
+        kept.append(text[pos:s])
+        pos = e
+    kept.append(text[pos:])
+    return _FILLER_RE.sub(" ", "".join(kept))
+
+
+def _empty_reasoning(text: str, min_chars: int) -> bool:
+    """Nothing shown but the answer: a short rest with no computation in it, or a longer one that never
+    touches a number or a formula ("To solve this, we find the total. The final answer is …")."""
+    rest = _reasoning(text)
+    size = len(re.sub(r"\s+", "", rest))
+    if size < min_chars and not _COMPUTATION_RE.search(rest):
+        return True
+    return size < 3 * min_chars and not _WORK_RE.search(rest) and not quantities(rest)
+
+
+def _echoes(text: str, question: str | None, prompt: str | None) -> bool:
+    own = shingles(text)
+    if len(own) < _ECHO_MIN_SHINGLES:
+        return False
+    ref: set[tuple[str, ...]] = set()
+    for given in (question, prompt):
+        if given:
+            ref |= shingles(given)
+    return bool(ref) and len(own & ref) / len(own) >= ECHO_SHARE
+
+
+def solution_problems(
+    solution: str, *, question: str | None = None, prompt: str | None = None, min_reasoning_chars: int = 30
+) -> list[str]:
+    """Why a sampled solution is unusable ([] when usable); the first reason is the main one.
+
+    `question` / `prompt`: what the model was given (an echo of them is not a solution).
+    """
+    if not isinstance(solution, str):
+        raise TypeError(f"solution must be str, got {type(solution).__name__}")
+    found: set[str] = set()
+    final = extract_answer(solution)
+    if final is None:
+        found.add("no_answer")
+    if _echoes(solution, question, prompt):
+        found.add("echoes_prompt")
+    if _empty_reasoning(solution, min_reasoning_chars):
+        found.add("empty_reasoning")
+    located = _final_commitment(solution, final) if final is not None else None
+    if final is not None and located is not None:
+        start, _end, earlier = located
+        if _several_answers(solution, final, start, earlier):
+            found.add("several_answers")
+        elif _contradicts_work(solution, final, start):
+            found.add("answer_contradicts_work")
+    return [r for r in SOLUTION_REASONS if r in found]

@@ -1,0 +1,34 @@
+"""Honest votes: a sample that never came back, or came back without an answer, counts against agreement.
+
+A server that ignores `n` returns one sample where three were asked; "majority of 3" must then mean 1 of 3,
+not 1 of 1.
+"""
+
+from __future__ import annotations
+
+from pipeline.verify import answers_match, majority
+
+
+def _check(answers: list[str | None], asked: int) -> None:
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
+        raise ValueError(f"asked must be a positive int, got {asked!r}")
+    if len(answers) > asked:
+        raise ValueError(f"{len(answers)} answers but only {asked} samples asked")
+
+
+def votes(answers: list[str | None], target: str, asked: int) -> tuple[int, int, int]:
+    """(asked, received, agreeing) for `target`.
+
+    `answers` has one entry per sample that came back (None: it had no parsable answer); received counts
+    them, agreeing counts those that match `target`. Samples never returned are simply absent.
+    """
+    _check(answers, asked)
+    agreeing = sum(1 for a in answers if a is not None and (a == target or answers_match(a, target)))
+    return asked, len(answers), agreeing
+
+
+def agreement(answers: list[str | None], asked: int, min_agree: int | float) -> str | None:
+    """The answer at least `min_agree` samples agree on; a fractional `min_agree` is a share of the samples
+    ASKED (missing samples are padded as disagreeing). Otherwise as `pipeline.verify.majority`."""
+    _check(answers, asked)
+    return majority([*answers, *[None] * (asked - len(answers))], min_agree)
