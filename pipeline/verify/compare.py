@@ -81,7 +81,7 @@ class Judge:
             given_tree: Node | None = parse_cleaned(cg)
         except ParseError as exc:
             given_tree, parse_error = None, exc
-        if (given_tree is None or _is_texty(given_tree)) and _is_number(gold_tree):
+        if (given_tree is None or _is_texty(given_tree) or _is_prose(cg)) and _is_number(gold_tree):
             quantity = sentence_quantity(cg)
             if quantity is not None:
                 ok, reason = self.match(quantity, gold, gold_tree)
@@ -294,7 +294,7 @@ class Judge:
 
     def _gold_record(self, g: Node, record: list[tuple[str, Node]]) -> bool:
         """Gold `AB=4, CD=5` (distinct names): named values match by name, bare values by position."""
-        g_record = _record(g)
+        g_record = _record(g) or _tuple_record(g)
         if g_record is not None:
             given = dict(g_record)
             if sorted(given) != sorted(name for name, _ in record):
@@ -705,6 +705,15 @@ def _record(node: Node) -> list[tuple[str, Node]] | None:
     return out
 
 
+def _tuple_record(node: Node) -> list[tuple[str, Node]] | None:
+    """`(x, y) = (3, 4)` as the record x=3, y=4."""
+    named = _assignment(node)
+    if named is None or "," not in named[0] or named[1][0] != "tuple":
+        return None
+    names = named[0].split(",")
+    return list(zip(names, named[1][1], strict=True)) if len(names) == len(named[1][1]) else None
+
+
 def _top_level_split(s: str, sep: str) -> list[str]:
     parts, depth, start = [], 0, 0
     for k, ch in enumerate(s):
@@ -751,11 +760,19 @@ def _is_number(node: Node | ParseError) -> bool:
 
 
 _QUANTITY_RE = re.compile(r"-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+# A sentence that negates, offers alternatives or bounds its number ("at least 5") does not state the quantity.
 _NEGATION_RE = re.compile(
     r"\b(?:not|no|never|none|neither|nor|except|without|cannot|isn't|aren't|wasn't|weren't|doesn't|didn't)\b|"
-    r"n't\b|\bor\b",
+    r"n't\b|\bor\b|\b(?:at\s+(?:least|most)|(?:more|less|fewer|greater|larger|smaller|other)\s+than|up\s+to|over|"
+    r"under|above|below|exceeds?|nearly|almost|within|between|except|besides|plus|minus|times)\b",
     re.I,
 )
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+
+
+def _is_prose(cleaned: str) -> bool:
+    """Three or more words (not commands): a sentence, even when the parser can read it as a product."""
+    return len(_PROSE_WORD_RE.findall(cleaned)) >= 3
 
 
 def sentence_quantity(cleaned: str) -> str | None:

@@ -187,7 +187,8 @@ _SENTENCE_ANSWER_RE = re.compile(
 )
 # "So $5$ is the answer.", "Thus $x \le 2$ is our answer.", "which is the final answer": the value comes first.
 _IS_THE_ANSWER_RE = re.compile(
-    r"(?:,?\s*which)?\s+(?:is|was|would\s+be|must\s+be|should\s+be)\s+(?:the|our|my)\s+"
+    r"(?:,?\s*which)?\s+(?:is|was|would\s+be|must\s+be|should\s+be)\s+(?:indeed\s+|therefore\s+|then\s+)?"
+    r"(?:the|our|my)\s+"
     r"(?:final\s+|correct\s+|desired\s+|required\s+)?answer\b(?!\s*\?|\s+(?:if|when|only|unless)\b)",
     re.I,
 )
@@ -309,18 +310,23 @@ def _outputs(text: str) -> list[Candidate]:
 
 
 # What may stand between boxes that together are the answer: spacing, delimiters, punctuation, a connective,
-# a part label `(b)` / `part (ii):` and the name of the next value `y =`, `f(2) =`.
+# a part label `(b)` / `for part (ii):`, a short remark in words `(for part a)` and the name of the next value
+# `y =`, `f(2) =`. A remark that sets the box aside ("(not ...)", "(check)", "fails") is not a join.
 _GAP_SPACING_RE = re.compile(
-    r"\\(?:quad|qquad|enspace|,|;|:| |hspace\*?\{[^{}]*\}|text\{\s*|mbox\{\s*|textrm\{\s*)|[{}$~*_]|"
+    r"\\(?:quad|qquad|enspace|,|;|:| |hspace\*?\{[^{}]*\}|text\{\s*|mbox\{\s*|textrm\{\s*)|[{}$~*]|"
     r"\\[()\[\]]"
 )
 _PART_LABEL = (
     r"(?:part\s*)?(?:\(\s*(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\s*\)|(?:[a-h]|i{1,3}|iv|vi{0,3}|[1-9])\))"
 )
+_ASIDE_WORDS = r"not|check|checking|note|aside|wrong|incorrect|instead|rejected|extraneous|fails?|invalid|but"
 _BOX_GAP_RE = re.compile(
-    r"[\s,;.&]*(?:(?:and|or|&)\b[\s,;.&]*)?"
-    r"(?:" + _PART_LABEL + r"[\s:.]*)?"
-    r"(?:[A-Za-z](?:_\w+)?'?(?:\s*\([^()]{1,12}\))?\s*=\s*)?",
+    r"(?:[\s,;.:&]+|(?:and|or|for|in)\b|"
+    + _PART_LABEL
+    + r"|\((?![^()]*\b(?:"
+    + _ASIDE_WORDS
+    + r")\b)[^()\d$\\=]{1,40}\)"
+    r"|[A-Za-z]\w{0,3}'?(?:\s*\([^()]{1,12}\))?\s*=)*",
     re.I,
 )
 # A part label that opens a line or a sentence ("**(b)** ...", "Part (ii):", "For part (b),").

@@ -44,6 +44,7 @@ _UNICODE = {
     "\u2032": "'",
     "\u20ac": r"\euro ",
     "\u00a3": r"\pound ",
+    "\u2248": r"\approx ",
 }
 _UNICODE_RE = re.compile("|".join(re.escape(k) for k in _UNICODE))
 
@@ -83,7 +84,10 @@ _SIMPLE_SUBS = [
     (_LATEX_THOUSANDS_RE, lambda m: _LATEX_GROUP_SEP_RE.sub("", m.group(0))),
     (re.compile(r"\\[dtc]frac"), r"\\frac"),
     (re.compile(r"\\[dt]binom"), r"\\binom"),
-    (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)\b"), ""),
+    (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![a-zA-Z])"), ""),
+    # Names of segments and angles: `\overline{AB}` is the segment AB, `m\angle ABC` the angle ABC.
+    (re.compile(r"\\overline\s*\{\s*([A-Z]{2,3})\s*\}"), r"\1"),
+    (re.compile(r"\bm\s*(?=\\angle\b)"), ""),
     (
         re.compile(
             r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![a-zA-Z])\s*"
@@ -124,6 +128,11 @@ _SIMPLE_SUBS = [
     (re.compile(r"\b0x([0-9a-fA-F]+)\b"), lambda m: m.group(1).upper() + "_16"),
 ]
 
+
+# `\frac13 (\approx 0.333)`, `\frac13 \text{ (approximately } 0.333)`: an approximation beside the value.
+_APPROX_REMARK_RE = re.compile(
+    r"\s*\(\s*(?:\\approx|approximately|approx\.?|about|roughly)\s*([-+]?\d[\d.]*)\s*\)\s*$", re.I
+)
 
 _SUPERSCRIPTS = str.maketrans(
     "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b\u207a", "0123456789-+"
@@ -200,6 +209,7 @@ def clean_latex(s: str) -> str:
     for pattern, repl in _SIMPLE_SUBS:
         s = pattern.sub(repl, s)
     s = unwrap_text_commands(s)
+    s = _APPROX_REMARK_RE.sub(r" \\approx \1", s)
     s = balance_braces(s)
     s = s.strip()
     if s.endswith("\\") and not s.endswith("\\\\"):

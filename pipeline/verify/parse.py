@@ -433,6 +433,8 @@ class _Parser:
                     "langle",
                     "sum",
                     "prod",
+                    "angle",
+                    "measuredangle",
                 )
                 or val in _GREEK
             )
@@ -867,6 +869,11 @@ class _Parser:
                 return self.parse_function(name)
             if name in _BIG_OPERATORS:
                 return self.parse_big_operator(name)
+            if name in ("angle", "measuredangle"):  # `\angle ABC` names an angle by its points
+                tok = self.next()
+                if tok[0] != "id" or not re.fullmatch(r"[A-Z]{1,3}", str(tok[1])):
+                    raise ParseError("angle without points")
+                return ("s", f"angle {tok[1]}")
             if name in _GREEK:
                 return ("s", name)
             raise ParseError(f"unknown command \\{name}")
