@@ -525,12 +525,30 @@ def run_build(
             on_duplicate=drop_to("near_dedup"),
         )
     if recipe.decontaminate.enabled:
+        semantic = None
+        if recipe.decontaminate.semantic.enabled:  # the embedding tier (issue 21): model loaded before any row
+            from pipeline.dedup.semantic import SemanticSetupError, from_spec
+
+            reporter.stage_started("semantic decontamination", total)
+            try:
+                semantic = from_spec(
+                    recipe.decontaminate.semantic,
+                    recipe.decontaminate.benchmarks,
+                    models=recipe.models,
+                    base_dir=recipe.base_dir,
+                    llm_cache=state.work_dir / "llm_cache.sqlite",
+                    progress=lambda phase, n: reporter.advance("semantic decontamination", n),
+                    on_close=lambda: reporter.stage_finished("semantic decontamination"),
+                )
+            except SemanticSetupError as exc:
+                raise BuildError(str(exc)) from None
         rows = dedup.decontaminate(
             rows,
             benchmarks=recipe.decontaminate.benchmarks,
             ngram=recipe.decontaminate.ngram,
             funnel=funnel,
             on_contaminated=drop_to("decontaminate"),
+            semantic=semantic,
         )
     with ShardWriter(
         state.out_dir,

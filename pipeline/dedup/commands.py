@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -162,9 +163,13 @@ def run_decontaminate(
     threshold: float = DECONTAM_THRESHOLD,
     rows_per_shard: int = 50_000,
     progress: Callable[[str, int], None] | None = None,
+    semantic: Any = None,
+    models: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Drop benchmark-overlapping rows of ``in_path`` into ``out_dir``; the dropped rows are listed in
-    ``out_dir/.mathaug/contaminated.jsonl`` (id, method, benchmark item, question)."""
+    ``out_dir/.mathaug/contaminated.jsonl`` (id, method, benchmark item, detail, question). ``semantic`` (a
+    ``SemanticDecontaminateSpec``) adds the embedding tier; ``models`` holds its judge."""
     from pipeline.io.shards import ShardWriter, read_records
 
     in_path, out_dir = Path(in_path), Path(out_dir)
@@ -176,10 +181,17 @@ def run_decontaminate(
     report_path = out_dir / WORK_SUBDIR / "contaminated.jsonl"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     kept = 0
-    params = {"benchmarks": list(benchmarks), "ngram": ngram, "threshold": threshold}
+    params: dict[str, Any] = {"benchmarks": list(benchmarks), "ngram": ngram, "threshold": threshold}
+    checker = None
+    if semantic is not None and semantic.enabled:
+        from pipeline.dedup.semantic import from_spec
+
+        params["semantic"] = semantic.model_dump(mode="json")
+        checker = from_spec(semantic, benchmarks, models=models, base_dir=base_dir, progress=progress)
     with report_path.open("w", encoding="utf-8") as report:
 
-        def on_hit(rec: dict[str, Any], item: str) -> None:
+        def on_hit(rec: dict[str, Any], hit: str) -> None:
+            item = hit.split(" ", 1)[0]
             by_benchmark[item.split(":", 1)[0]] += 1
             report.write(
                 json.dumps(
@@ -187,6 +199,8 @@ def run_decontaminate(
                         "id": rec["id"],
                         "method": rec["method"],
                         "benchmark_item": item,
+                        "tier": "semantic" if " (semantic:" in hit else "ngram/minhash",
+                        "detail": hit,
                         "question": rec["question"],
                     }
                 )
@@ -201,6 +215,7 @@ def run_decontaminate(
             threshold=threshold,
             on_contaminated=on_hit,
             progress=progress,
+            semantic=checker,
         )
         with ShardWriter(out_dir, rows_per_shard=rows_per_shard) as writer:
             buffer: list[dict[str, Any]] = []
@@ -302,20 +317,74 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[
             float, typer.Option(help="MinHash near-duplicate threshold")
         ] = DECONTAM_THRESHOLD,
+        semantic: Annotated[
+            bool,
+            typer.Option("--semantic", help='also catch paraphrases by embedding (needs "mathaug[semantic]")'),
+        ] = False,
+        semantic_model: Annotated[
+            str | None, typer.Option(help="sentence-transformers model id or local directory (implies --semantic)")
+        ] = None,
+        semantic_threshold: Annotated[
+            float | None, typer.Option(help="adjusted similarity that flags a row (implies --semantic)")
+        ] = None,
+        benchmark_file: Annotated[
+            list[str] | None,
+            typer.Option(help="NAME=JSONL: a benchmark's questions for the semantic tier (repeatable)"),
+        ] = None,
+        recipe: Annotated[
+            Path | None,
+            typer.Option(help="take benchmarks, ngram and decontaminate.semantic (judge and models too) from a recipe"),
+        ] = None,
     ) -> None:
-        """Drop rows that overlap GSM8K test or MATH500 (13-gram overlap or MinHash near-duplicate)."""
+        """Drop rows that overlap GSM8K test or MATH500 (13-gram overlap, MinHash near-duplicate, and with
+        --semantic a paraphrase found by embedding)."""
+        from pipeline.recipe import RecipeError, SemanticDecontaminateSpec, load_recipe
+
+        models: dict[str, Any] = {}
+        base_dir = None
+        spec = SemanticDecontaminateSpec()
+        benchmarks = tuple(benchmark or DEFAULT_BENCHMARKS)
+        if recipe is not None:
+            try:
+                parsed = load_recipe(recipe)
+            except RecipeError as exc:
+                _fail(str(exc))
+            models, base_dir, spec = parsed.models, parsed.base_dir, parsed.decontaminate.semantic
+            benchmarks = tuple(benchmark or parsed.decontaminate.benchmarks)
+            ngram = parsed.decontaminate.ngram
+        updates: dict[str, Any] = {}
+        if semantic or semantic_model or semantic_threshold is not None or benchmark_file:
+            updates["enabled"] = True
+        if semantic_model:
+            updates["model"] = semantic_model
+        if semantic_threshold is not None:
+            updates["threshold"] = semantic_threshold
+        for entry in benchmark_file or []:
+            name, sep, path = entry.partition("=")
+            if not sep or not name or not path:
+                _fail(f"--benchmark-file: expected NAME=PATH, got {entry!r}")
+            updates.setdefault("benchmark_files", dict(spec.benchmark_files))[name] = path
+        try:
+            spec = SemanticDecontaminateSpec.model_validate({**spec.model_dump(), **updates})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            _fail(f"decontaminate.semantic{'.' + where if where else ''}: {err['msg'].removeprefix('Value error, ')}")
         total = _input_rows(in_path)
         try:
             with _progress() as progress:
                 summary = run_decontaminate(
                     in_path,
                     out,
-                    tuple(benchmark or DEFAULT_BENCHMARKS),
+                    benchmarks,
                     ngram,
                     threshold=threshold,
                     progress=_reporter(progress, total),
+                    semantic=spec,
+                    models=models,
+                    base_dir=base_dir,
                 )
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, TimeoutError) as exc:
             _fail(str(exc))
         out_console.print(_summary_table("decontaminate", summary))
         per = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary["by_benchmark"].items())) or "none"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,6 +25,9 @@ from pipeline.dedup.keep import RankColumns, choose_keepers, keeper_positions, s
 from pipeline.dedup.spill import RecordSpill
 from pipeline.dedup.text import exact_key
 from pipeline.funnel import Funnel
+
+if TYPE_CHECKING:
+    from pipeline.dedup.semantic import SemanticDecontaminator
 
 Progress = Callable[[str, int], None]
 # Told of each dropped row and the id of the row kept in its place (None: a row of earlier output, --against).
@@ -232,18 +235,34 @@ def decontaminate(
     batch_size: int = 2_000,
     on_contaminated: Callable[[dict[str, Any], str], None] | None = None,
     progress: Progress | None = None,
+    semantic: SemanticDecontaminator | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Drop rows that overlap a benchmark item (see ``decontam.py``); counts ``contaminated`` per stage."""
+    """Drop rows that overlap a benchmark item (see ``decontam.py``); counts ``contaminated`` per stage.
+
+    With ``semantic`` (``semantic.py``), the rows the n-gram/MinHash tiers let through are also checked for
+    paraphrases; ``on_contaminated`` then gets ``"<item> (semantic: cosine …, score …, n/m numbers shared)"``.
+    The step closes ``semantic`` when it ends.
+    """
     checker = Decontaminator(benchmarks, ngram=ngram, threshold=threshold, fingerprints_dir=fingerprints_dir)
-    for batch in _batched(records, batch_size):
-        hits = checker.check([r["question"] for r in batch])
-        for rec, hit in zip(batch, hits):
-            if hit is None:
-                yield rec
-                continue
-            if funnel is not None:
-                funnel.add(rec["method"], "contaminated", 1)
-            if on_contaminated is not None:
-                on_contaminated(rec, hit)
-        if progress:
-            progress("checking", len(batch))
+    try:
+        for batch in _batched(records, batch_size):
+            hits: list[str | None] = list(checker.check([r["question"] for r in batch]))
+            if semantic is not None:
+                clean = [i for i, hit in enumerate(hits) if hit is None]
+                found = semantic.check([batch[i]["question"] for i in clean], progress)
+                for i, sem in zip(clean, found):
+                    if sem is not None:
+                        hits[i] = sem.detail()
+            for rec, hit in zip(batch, hits):
+                if hit is None:
+                    yield rec
+                    continue
+                if funnel is not None:
+                    funnel.add(rec["method"], "contaminated", 1)
+                if on_contaminated is not None:
+                    on_contaminated(rec, hit)
+            if progress:
+                progress("checking", len(batch))
+    finally:
+        if semantic is not None:
+            semantic.close()
