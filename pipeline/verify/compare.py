@@ -764,7 +764,8 @@ _QUANTITY_RE = re.compile(r"-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 _NEGATION_RE = re.compile(
     r"\b(?:not|no|never|none|neither|nor|except|without|cannot|isn't|aren't|wasn't|weren't|doesn't|didn't)\b|"
     r"n't\b|\bor\b|\b(?:at\s+(?:least|most)|(?:more|less|fewer|greater|larger|smaller|other)\s+than|up\s+to|over|"
-    r"under|above|below|exceeds?|nearly|almost|within|between|except|besides|plus|minus|times)\b",
+    r"under|above|below|exceeds?|nearly|almost|within|between|except|besides|plus|minus|times|impossible|"
+    r"undefined|invalid|incorrect|wrong|false|fails?|instead|if|unless)\b",
     re.I,
 )
 _PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")

@@ -196,6 +196,8 @@ _VALUE_BEFORE_RE = re.compile(
     r"(?:\$\$(.+?)\$\$|\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|(?<![\w.,])(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))$",
     re.S,
 )
+# "... is the answer we would get if we ignored overlaps, but ...": a conditional, not a commitment.
+_CONDITION_AFTER_RE = re.compile(r"\b(?:if|but|however|unless|except|would|only)\b", re.I)
 _DOUBT_RE = re.compile(
     r"\b(?:if|whether|suppose|assume|assuming|check|verify|test|not|think|guess|maybe|perhaps|could|might|"
     r"claim|unless)\b",
@@ -269,7 +271,8 @@ def _value_first_phrases(text: str) -> list[Candidate]:
             continue
         start = m.start() - (len(before) - value.start())
         clause = re.split(r"[.!?](?:\s|$)|\n", text[max(0, start - 120) : start])[-1]
-        if _DOUBT_RE.search(clause):
+        rest = re.split(r"[.!?](?:\s|$)|\n", text[m.end() : m.end() + 200])[0]
+        if _DOUBT_RE.search(clause) or _CONDITION_AFTER_RE.search(rest):
             continue
         inner = next(g for g in value.groups() if g is not None)
         out.append(Candidate(start, m.end(), inner, "phrase"))
@@ -335,6 +338,10 @@ _PART_START_RE = re.compile(
     r"\(\s*([a-h]|i{1,3}|iv|vi{0,3})\s*\)|([a-h])\))[*_]*[\s:.,]",
     re.I,
 )
+_SUMMARY_RE = re.compile(
+    r"\b(?:total|altogether|in\s+all|overall|combin\w*|sum\s+of|adding|together|final\s+answer|in\s+summary)\b",
+    re.I,
+)
 _PART_ORDER = ("a b c d e f g h", "i ii iii iv v vi vii viii", "1 2 3 4 5 6 7 8 9")
 
 
@@ -369,6 +376,8 @@ def _labelled_parts(text: str, boxes: list[Candidate]) -> list[Candidate] | None
             owner[current] = box  # a later box in the same part revises it
         prev_end = box.end
     ranks = sorted(owner)
+    if _SUMMARY_RE.search(text[boxes[-2].end if len(boxes) > 1 else 0 : boxes[-1].start]):
+        return None  # "(i) ... (ii) ... so the total is \\boxed{8}": the last box sums the parts up
     if len(ranks) < 2 or len({r[0] for r in ranks}) != 1 or [r[1] for r in ranks] != list(range(len(ranks))):
         return None
     if owner[ranks[-1]] is not boxes[-1]:
