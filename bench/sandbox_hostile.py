@@ -36,7 +36,10 @@ def cell(text: str, width: int = 70) -> str:
 
 def hostile_table(timeout_s: float) -> tuple[list[str], int, int]:
     snippets = load_snippets(HOSTILE_DIR)
-    lines = ["| snippet | attack | status | output (first 70 chars) | s | contained |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| snippet | attack | status | output (first 70 chars) | s | contained |",
+        "|---|---|---|---|---|---|",
+    ]
     contained = 0
     with Harness() as harness, Sandbox(SandboxConfig(workers=1, timeout_s=timeout_s)) as sandbox:
         mechanisms = sandbox.mechanisms()
@@ -45,8 +48,10 @@ def hostile_table(timeout_s: float) -> tuple[list[str], int, int]:
             problems = harness.violations(sandbox, snippet, result)
             contained += not problems
             verdict = "yes" if not problems else "NO: " + cell("; ".join(problems), 60)
-            lines.append(f"| `{snippet.name}` | {cell(snippet.description, 60)} | {result.status} | "
-                         f"`{cell(result.output) or ' '}` | {result.seconds:.2f} | {verdict} |")
+            lines.append(
+                f"| `{snippet.name}` | {cell(snippet.description, 60)} | {result.status} | "
+                f"`{cell(result.output) or ' '}` | {result.seconds:.2f} | {verdict} |"
+            )
     lines.append("")
     lines.append(f"layers enforced: `{mechanisms['enforced']}`; missing: `{mechanisms['missing'] or 'none'}`")
     return lines, contained, len(snippets)
@@ -81,7 +86,10 @@ def latency(n_trivial: int, n_sympy: int) -> list[str]:
     with Sandbox(SandboxConfig(workers=2)) as sandbox:
         sandbox.mechanisms()  # waits for the first worker
         startup = time.monotonic() - started
-        for name, code, n in (("trivial `print(1 + 1)`", TRIVIAL, n_trivial), ("sympy integrate + solve", SYMPY, n_sympy)):
+        for name, code, n in (
+            ("trivial `print(1 + 1)`", TRIVIAL, n_trivial),
+            ("sympy integrate + solve", SYMPY, n_sympy),
+        ):
             sandbox.run(code)
             wall = []
             for _ in range(n):
@@ -90,7 +98,9 @@ def latency(n_trivial: int, n_sympy: int) -> list[str]:
                 wall.append((time.perf_counter() - t0) * 1000)
                 assert result.status == "ok", result
             floor = statistics.median(unsandboxed_ms(code, max(10, n // 3)))
-            lines.append(f"| {name} | {n} | {statistics.median(wall):.1f} | {percentile(wall, 0.95):.1f} | {floor:.1f} |")
+            lines.append(
+                f"| {name} | {n} | {statistics.median(wall):.1f} | {percentile(wall, 0.95):.1f} | {floor:.1f} |"
+            )
         calls, threads = 400, 8
         done = []
 
@@ -106,9 +116,11 @@ def latency(n_trivial: int, n_sympy: int) -> list[str]:
             t.join()
         elapsed = time.perf_counter() - t0
     lines.append("")
-    lines.append(f"worker start (interpreter + numpy + sympy + isolation): {startup:.2f} s; "
-                 f"{threads} threads x {calls // threads} trivial calls on 2 workers: {len(done) / elapsed:.0f} calls/s "
-                 f"({done.count('ok')}/{len(done)} ok)")
+    lines.append(
+        f"worker start (interpreter + numpy + sympy + isolation): {startup:.2f} s; "
+        f"{threads} threads x {calls // threads} trivial calls on 2 workers: {len(done) / elapsed:.0f} calls/s "
+        f"({done.count('ok')}/{len(done)} ok)"
+    )
     return lines
 
 
@@ -120,8 +132,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     table, contained, total = hostile_table(args.timeout)
-    lines = [f"hostile snippets contained: {contained}/{total} (timeout {args.timeout:g} s)", "", *table, "",
-             *latency(args.trivial, args.sympy)]
+    lines = [
+        f"hostile snippets contained: {contained}/{total} (timeout {args.timeout:g} s)",
+        "",
+        *table,
+        "",
+        *latency(args.trivial, args.sympy),
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,8 +25,10 @@ def sandbox():
 
 
 def test_stdout_and_preloaded_libraries(sandbox):
-    result = sandbox.run("import sympy, numpy as np\nx = sympy.Symbol('x')\nprint(sympy.factor(x**2 - 1))\n"
-                         "print(int(np.arange(5).sum()))")
+    result = sandbox.run(
+        "import sympy, numpy as np\nx = sympy.Symbol('x')\nprint(sympy.factor(x**2 - 1))\n"
+        "print(int(np.arange(5).sum()))"
+    )
     assert result == ExecResult("ok", "(x - 1)*(x + 1)\n10", result.seconds)
     assert 0 < result.seconds < 2
 
@@ -70,7 +71,7 @@ def test_fresh_state_per_call_by_default(sandbox):
 
 
 def test_carry_state_replays_earlier_blocks():
-    with Sandbox(SandboxConfig(workers=2, timeout_s=2.0, carry_state=True)) as sb:
+    with Sandbox(SandboxConfig(workers=1, timeout_s=2.0, carry_state=True, preload=("math",))) as sb:
         first = sb.run("x = 40\nprint('first')", session="a")
         assert (first.status, first.output) == ("ok", "first")
         assert sb.run("y = x + 1", session="a").status == "ok"
@@ -115,19 +116,23 @@ def test_config_rejects_unknown_keys():
 
 
 def test_closed_sandbox_refuses():
-    sb = Sandbox(SandboxConfig(workers=1))
+    sb = Sandbox(SandboxConfig(workers=1, preload=()))
     sb.close()
     with pytest.raises(RuntimeError):
         sb.run("print(1)")
 
 
-def test_cli_prints_one_json_line(tmp_path):
+def test_cli_prints_one_json_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
     snippet = tmp_path / "snippet.py"
     snippet.write_text("import os\nprint(os.environ.get('OPENAI_API_KEY'))\nprint(6 * 7)\n")
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test-should-not-leak"}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "sandbox", "run", str(snippet)], env=env,
-                          capture_output=True, text=True, timeout=90, check=True)
-    lines = proc.stdout.strip().splitlines()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-should-not-leak")
+    outcome = CliRunner().invoke(app, ["sandbox", "run", str(snippet)])
+    assert outcome.exit_code == 0, outcome.output
+    lines = outcome.stdout.strip().splitlines()
     assert len(lines) == 1
     payload = json.loads(lines[0])
     assert set(payload) == {"status", "output", "seconds"}
@@ -145,12 +150,14 @@ def test_fallback_without_namespaces_warns_once_and_still_protects(tmp_path, cap
     monkeypatch.setenv("OPENAI_API_KEY", "sk-fallback-should-not-leak")
     canary = tmp_path / "canary.txt"
     canary.write_text("keep me")
-    config = SandboxConfig(workers=1, timeout_s=2.0, namespaces=False)
+    config = SandboxConfig(workers=1, timeout_s=2.0, namespaces=False, preload=("math",))
     with caplog.at_level("WARNING", logger="pipeline.sandbox"), Sandbox(config) as sb, Sandbox(config) as sb2:
         assert "namespaces" in " ".join(sb.mechanisms()["missing"]) and sb2.mechanisms()
         assert sb.run(f"print(open({str(canary)!r}).read())").status == "error"
         assert sb.run(f"open({str(canary)!r}, 'w').write('gone')").status == "error"
-        assert sb.run("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)").status == "error"
+        assert (
+            sb.run("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)").status == "error"
+        )
         assert "sk-fallback" not in sb.run("import os\nprint(dict(os.environ))").output
         assert sb.run("open('scratch.txt', 'w').write('x')\nprint(open('scratch.txt').read())").output == "x"
     assert canary.read_text() == "keep me"

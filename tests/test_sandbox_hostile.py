@@ -71,7 +71,10 @@ def test_checks_can_fail(harness, sandbox):
     original = canary.read_text()
     try:  # the same snippet, run by a plain interpreter (harmless: it writes one temp file)
         subprocess.run([sys.executable, "-c", harness.render(snippet)], check=True, timeout=30)
-        assert any("canary files changed" in v for v in harness.violations(sandbox, snippet, ExecResult("error", "", 0)))
+        assert any(
+            "canary files changed" in v
+            for v in harness.violations(sandbox, snippet, ExecResult("error", "", 0))
+        )
     finally:
         canary.write_text(original)
     socket.create_connection(("127.0.0.1", harness.tcp.port), timeout=2).close()

@@ -16,10 +16,16 @@ from pipeline.sandbox.pool import Sandbox, SandboxConfig
 
 
 def run_file(
-    file: Annotated[Path, typer.Argument(help="a Python file to run in the sandbox", exists=True, dir_okay=False)],
-    timeout_s: Annotated[float | None, typer.Option("--timeout", help="wall-clock seconds (default 5)")] = None,
+    file: Annotated[
+        Path, typer.Argument(help="a Python file to run in the sandbox", exists=True, dir_okay=False)
+    ],
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout", help="wall-clock seconds (default 5)")
+    ] = None,
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="address-space limit in MiB")] = None,
-    max_output_chars: Annotated[int | None, typer.Option("--max-output-chars", help="output length cap")] = None,
+    max_output_chars: Annotated[
+        int | None, typer.Option("--max-output-chars", help="output length cap")
+    ] = None,
 ) -> None:
     """Run FILE in the sandbox and print {"status", "output", "seconds"} as one JSON line."""
     overrides = {"timeout_s": timeout_s, "memory_mb": memory_mb, "max_output_chars": max_output_chars}

@@ -109,7 +109,9 @@ class Harness:
         os.environ["OPENAI_API_KEY"] = SECRET
         self.tree = self.snapshot()
         # Values that appear in this process's /proc/self/environ (what /proc/<pid>/environ would leak).
-        self.environ_markers = [v for v in (os.environ.get("PATH"), os.environ.get("HOME")) if v and len(v) > 6]
+        self.environ_markers = [
+            v for v in (os.environ.get("PATH"), os.environ.get("HOME")) if v and len(v) > 6
+        ]
 
     def _count_signal(self, _signum: int, _frame: object) -> None:
         self.signals += 1
@@ -122,16 +124,20 @@ class Harness:
         return files
 
     def render(self, snippet: Snippet) -> str:
-        return (snippet.template.replace("__CANARY_DIR__", str(self.root))
-                .replace("__PARENT_PID__", str(os.getpid()))
-                .replace("__TCP_PORT__", str(self.tcp.port))
-                .replace("__UDP_PORT__", str(self.udp.port)))
+        return (
+            snippet.template.replace("__CANARY_DIR__", str(self.root))
+            .replace("__PARENT_PID__", str(os.getpid()))
+            .replace("__TCP_PORT__", str(self.tcp.port))
+            .replace("__UDP_PORT__", str(self.udp.port))
+        )
 
     def violations(self, sandbox: Sandbox, snippet: Snippet, result: ExecResult) -> list[str]:
         """Everything that shows the snippet was not contained (empty when it was)."""
         found = []
         if result.status not in snippet.expect:
-            found.append(f"status {result.status!r} not in {sorted(snippet.expect)} (output {result.output!r})")
+            found.append(
+                f"status {result.status!r} not in {sorted(snippet.expect)} (output {result.output!r})"
+            )
         if self.snapshot() != self.tree:
             found.append("canary files changed")
         if self.signals:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,6 +48,7 @@ WORKER_ENV = {
 }
 
 Status = Literal["ok", "error", "timeout", "killed"]
+STATUSES = ("ok", "error", "timeout", "killed")
 
 
 class SandboxConfig(BaseModel):
@@ -55,7 +57,9 @@ class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = Field(5.0, gt=0, le=600, description="wall-clock limit per call")
-    cpu_s: float | None = Field(None, gt=0, le=600, description="CPU-time limit per call (default: timeout_s)")
+    cpu_s: float | None = Field(
+        None, gt=0, le=600, description="CPU-time limit per call (default: timeout_s)"
+    )
     memory_mb: int = Field(1024, ge=256, description="address-space limit of the snippet's process")
     max_processes: int = Field(8, ge=1, le=4096, description="processes + threads the snippet may have")
     max_output_chars: int = Field(400, ge=20, description="output is middle-truncated to this length")
@@ -64,7 +68,9 @@ class SandboxConfig(BaseModel):
     network: bool = Field(False, description="allow network access (off: a private network namespace)")
     namespaces: bool = Field(True, description="use namespaces where the OS allows (off: test the fallback)")
     tmp_mb: int = Field(64, ge=1, description="size of the private /tmp working directory")
-    preload: tuple[str, ...] = Field(("math", "numpy", "sympy"), description="modules imported once per worker")
+    preload: tuple[str, ...] = Field(
+        ("math", "numpy", "sympy"), description="modules imported once per worker"
+    )
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,16 @@ def _warn_once(missing: list[str]) -> None:
         if _warned or not missing:
             return
         _warned = True
-    log.warning("sandbox: running without %s; see docs/sandbox.md for what the fallback still enforces",
-                "; ".join(missing))
+    log.warning(
+        "sandbox: running without %s; see docs/sandbox.md for what the fallback still enforces",
+        "; ".join(missing),
+    )
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    sandbox = ref()
+    if sandbox is not None:
+        sandbox.close()
 
 
 class Worker:
@@ -197,9 +211,13 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.base_dir = tempfile.mkdtemp(prefix="mathaug-sandbox-")
         os.chmod(self.base_dir, 0o711)
-        self.settings = {"network": self.config.network, "namespaces": self.config.namespaces,
-                         "tmp_mb": self.config.tmp_mb,
-                         "preload": list(self.config.preload), "base_dir": self.base_dir}
+        self.settings = {
+            "network": self.config.network,
+            "namespaces": self.config.namespaces,
+            "tmp_mb": self.config.tmp_mb,
+            "preload": list(self.config.preload),
+            "base_dir": self.base_dir,
+        }
         self.cond = threading.Condition()
         self.idle: list[Worker] = [Worker(self.settings) for _ in range(self.config.workers)]
         self.busy: set[Worker] = set()
@@ -207,7 +225,7 @@ class Sandbox:
         self.closed = False
         self.owner_pid = os.getpid()
         self._mechanisms: dict | None = None
-        atexit.register(self.close)
+        atexit.register(_close_at_exit, weakref.ref(self))  # a weak reference: no sandbox is kept alive
 
     # -- pool
     def _acquire(self) -> Worker:
@@ -227,7 +245,10 @@ class Sandbox:
             self._release(worker, healthy=False)
             raise SandboxError(f"sandbox worker failed to start: {exc}") from exc
         if self._mechanisms is None:
-            self._mechanisms = {"enforced": report.get("mechanisms", {}), "missing": report.get("missing", [])}
+            self._mechanisms = {
+                "enforced": report.get("mechanisms", {}),
+                "missing": report.get("missing", []),
+            }
             _warn_once(self._mechanisms["missing"])
         return worker
 
@@ -251,7 +272,10 @@ class Sandbox:
     def run(self, code: str, session: str | None = None) -> ExecResult:
         """Execute one snippet; never raises for anything the snippet does."""
         cfg = self.config
-        history = list(self.sessions.get(session, [])) if (cfg.carry_state and session is not None) else []
+        history: list[tuple[str, float]] = []
+        if cfg.carry_state and session is not None:
+            with self.cond:
+                history = list(self.sessions.get(session, []))
         replay_seconds = sum(seconds for _, seconds in history)
         timeout = cfg.timeout_s + replay_seconds
         cpu = (cfg.cpu_s or cfg.timeout_s) + replay_seconds
@@ -272,10 +296,17 @@ class Sandbox:
             worker.send(request)
             reply = worker.receive(time.monotonic() + timeout + REPLY_SLACK_S)
             healthy = bool(reply.get("healthy", False))
-            result = ExecResult(status=reply["status"], output=str(reply["output"]), seconds=float(reply["seconds"]))
+            if reply["status"] not in STATUSES:
+                raise ValueError(f"unknown status {reply['status']!r}")
+            result = ExecResult(
+                status=reply["status"], output=str(reply["output"]), seconds=float(reply["seconds"])
+            )
         except TimeoutError:
-            result = ExecResult("timeout", f"TimeoutError: execution took longer than {timeout:g} s",
-                                time.monotonic() - started)
+            result = ExecResult(
+                "timeout",
+                f"TimeoutError: execution took longer than {timeout:g} s",
+                time.monotonic() - started,
+            )
         except (WorkerGone, KeyError, TypeError, ValueError):
             result = ExecResult("killed", "Killed: the sandbox worker died", time.monotonic() - started)
         finally:

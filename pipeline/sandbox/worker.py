@@ -61,8 +61,16 @@ LL_SCOPE_ABSTRACT_UNIX, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1
 LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV
 
 ROOT_UID_BASE = 1_000_000_000  # + the worker's pid: one unprivileged uid per live worker, never a real user
-ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/nsswitch.conf",
-             "/etc/passwd", "/etc/group", "/etc/mime.types")
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/mime.types",
+)
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
 SANDBOX_TMP = "/tmp"
 READ_LIMIT = 1 << 16
@@ -93,8 +101,10 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def _prctl(option: int, arg: int) -> None:
-    _check(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           f"prctl {option}")
+    _check(
+        libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+        f"prctl {option}",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -107,7 +117,9 @@ def python_paths() -> list[str]:
     import sysconfig
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    paths.update(v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(
+        v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
     return sorted(os.path.realpath(p) for p in paths if p and os.path.isdir(p))
 
 
@@ -142,7 +154,7 @@ class NewRoot:
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     os.symlink(link, target)
                 resolved = os.path.normpath(os.path.join(os.path.dirname(current), link))
-                rest = "/".join(parts[i + 1:])
+                rest = "/".join(parts[i + 1 :])
                 self.expose(resolved + ("/" + rest if rest else ""), depth + 1)
                 return
         if not os.path.exists(path):
@@ -161,15 +173,22 @@ class NewRoot:
         """Cover an executable directory with an empty read-only mount (no programs to start)."""
         target = self.target(path)
         if os.path.isdir(target) and not os.path.islink(target):
-            _mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+            _mount(
+                "tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555"
+            )
 
     def build(self) -> None:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _mount("tmpfs", self.base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
         for path in sorted(readonly_paths(), key=len):
             self.expose(path)
-        for path in ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
-                     *(os.path.join(p, "bin") for p in python_paths())):
+        for path in (
+            "/usr/bin",
+            "/usr/sbin",
+            "/usr/local/bin",
+            "/usr/local/sbin",
+            *(os.path.join(p, "bin") for p in python_paths()),
+        ):
             self.hide(os.path.realpath(path))
         dev = self.target("/dev")
         os.makedirs(dev, exist_ok=True)
@@ -177,13 +196,22 @@ class NewRoot:
             if os.path.exists("/dev/" + name):
                 open(os.path.join(dev, name), "a").close()
                 _mount("/dev/" + name, os.path.join(dev, name), None, MS_BIND)
-        for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                           ("stderr", "/proc/self/fd/2")):
+        for name, link in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ):
             os.symlink(link, os.path.join(dev, name))
         tmp = self.target(SANDBOX_TMP)
         os.makedirs(tmp, exist_ok=True)
-        _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               f"size={self.tmp_mb}m,mode=0700,uid={self.uid},gid={self.gid}")
+        _mount(
+            "tmpfs",
+            tmp,
+            "tmpfs",
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            f"size={self.tmp_mb}m,mode=0700,uid={self.uid},gid={self.gid}",
+        )
         os.makedirs(self.target("/proc"), exist_ok=True)
         try:
             _mount("proc", self.target("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -233,8 +261,12 @@ def isolate(settings: dict, report: dict) -> None:
             os.close(fd)
         _, status = os.waitpid(inner, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    report["mechanisms"].update(pid_namespace=True, mount_namespace=True, network_namespace=not settings["network"],
-                                user_namespace=not is_root)
+    report["mechanisms"].update(
+        pid_namespace=True,
+        mount_namespace=True,
+        network_namespace=not settings["network"],
+        user_namespace=not is_root,
+    )
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     sandbox_uid = ROOT_UID_BASE + outer_pid if is_root else 0
     try:
@@ -285,7 +317,12 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
     if abi < 1:
         report["missing"].append(f"landlock ({os.strerror(ctypes.get_errno())})")
         return
-    fs = LL_FS_V1 | (LL_REFER if abi >= 2 else 0) | (LL_TRUNCATE if abi >= 3 else 0) | (LL_IOCTL_DEV if abi >= 5 else 0)
+    fs = (
+        LL_FS_V1
+        | (LL_REFER if abi >= 2 else 0)
+        | (LL_TRUNCATE if abi >= 3 else 0)
+        | (LL_IOCTL_DEV if abi >= 5 else 0)
+    )
     net = (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if abi >= 4 and not settings["network"] else 0
     scoped = (LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL) if abi >= 6 else 0
     attr = (ctypes.c_uint64 * 3)(fs, net, scoped)
@@ -302,8 +339,9 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
     read = LL_READ_FILE | LL_READ_DIR
     write_tree = fs & ~LL_EXECUTE
     rules = [(p, read) for p in (["/"] if in_new_root else readonly_paths())]
-    rules += [(workdir, write_tree)] + [("/dev/" + n, LL_READ_FILE | LL_WRITE_FILE | (fs & LL_IOCTL_DEV))
-                                        for n in DEV_NODES]
+    rules += [(workdir, write_tree)] + [
+        ("/dev/" + n, LL_READ_FILE | LL_WRITE_FILE | (fs & LL_IOCTL_DEV)) for n in DEV_NODES
+    ]
     for path, access in rules:
         if not os.path.exists(path):
             continue
@@ -312,7 +350,10 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         try:
             rule = PathBeneath(access & fs, fd)
-            _check(libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0), f"landlock rule {path}")
+            _check(
+                libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0),
+                f"landlock rule {path}",
+            )
         finally:
             os.close(fd)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -324,20 +365,68 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
 # Syscalls no math snippet needs and that widen the kernel's attack surface (nested namespaces, mounts,
 # ptrace, keyrings, BPF, io_uring, userfaultfd, modules). clone is allowed without namespace flags.
 SECCOMP_DENY = {
-    "x86_64": {"unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "ptrace": 101,
-               "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
-               "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-               "kexec_load": 246, "init_module": 175, "finit_module": 313, "delete_module": 176,
-               "open_by_handle_at": 304, "process_vm_readv": 310, "process_vm_writev": 311, "open_tree": 428,
-               "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-               "mount_setattr": 442},
-    "aarch64": {"unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "ptrace": 117,
-                "keyctl": 219, "add_key": 217, "request_key": 218, "bpf": 280, "perf_event_open": 241,
-                "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-                "kexec_load": 104, "init_module": 105, "finit_module": 273, "delete_module": 106,
-                "open_by_handle_at": 265, "process_vm_readv": 270, "process_vm_writev": 271, "open_tree": 428,
-                "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-                "mount_setattr": 442},
+    "x86_64": {
+        "unshare": 272,
+        "setns": 308,
+        "mount": 165,
+        "umount2": 166,
+        "pivot_root": 155,
+        "ptrace": 101,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
+        "bpf": 321,
+        "perf_event_open": 298,
+        "userfaultfd": 323,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "kexec_load": 246,
+        "init_module": 175,
+        "finit_module": 313,
+        "delete_module": 176,
+        "open_by_handle_at": 304,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "mount_setattr": 442,
+    },
+    "aarch64": {
+        "unshare": 97,
+        "setns": 268,
+        "mount": 40,
+        "umount2": 39,
+        "pivot_root": 41,
+        "ptrace": 117,
+        "keyctl": 219,
+        "add_key": 217,
+        "request_key": 218,
+        "bpf": 280,
+        "perf_event_open": 241,
+        "userfaultfd": 282,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "kexec_load": 104,
+        "init_module": 105,
+        "finit_module": 273,
+        "delete_module": 106,
+        "open_by_handle_at": 265,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "mount_setattr": 442,
+    },
 }
 SECCOMP_CLONE = {"x86_64": (56, 435), "aarch64": (220, 435)}  # clone, clone3
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -355,18 +444,33 @@ def seccomp_filter(report: dict) -> None:
     allow, deny, nosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
     denied = sorted(SECCOMP_DENY[machine].values())
     clone, clone3 = SECCOMP_CLONE[machine]
-    prog: list[tuple[int, int, int, int]] = [(ld, 0, 0, 4), (jeq, 1, 0, AUDIT_ARCH[machine]), (ret, 0, 0, deny),
-                                             (ld, 0, 0, 0)]
+    prog: list[tuple[int, int, int, int]] = [
+        (ld, 0, 0, 4),
+        (jeq, 1, 0, AUDIT_ARCH[machine]),
+        (ret, 0, 0, deny),
+        (ld, 0, 0, 0),
+    ]
     if machine == "x86_64":
         prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, deny)]  # the x32 ABI: another syscall table, refused
     for number in denied:
         prog += [(jeq, 0, 1, number), (ret, 0, 0, deny)]
-    prog += [(jeq, 0, 1, clone3), (ret, 0, 0, nosys),
-             (jeq, 0, 3, clone), (ld, 0, 0, 16), (jset, 0, 1, NAMESPACE_FLAGS), (ret, 0, 0, deny),
-             (ret, 0, 0, allow)]
+    prog += [
+        (jeq, 0, 1, clone3),
+        (ret, 0, 0, nosys),
+        (jeq, 0, 3, clone),
+        (ld, 0, 0, 16),
+        (jset, 0, 1, NAMESPACE_FLAGS),
+        (ret, 0, 0, deny),
+        (ret, 0, 0, allow),
+    ]
 
     class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+        _fields_ = [
+            ("code", ctypes.c_uint16),
+            ("jt", ctypes.c_uint8),
+            ("jf", ctypes.c_uint8),
+            ("k", ctypes.c_uint32),
+        ]
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
@@ -393,9 +497,29 @@ def install_refusals() -> None:
     import subprocess
 
     builtins.input = _refuse("input()")
-    for name in ("system", "popen", "execv", "execve", "execl", "execle", "execlp", "execlpe", "execvp", "execvpe",
-                 "spawnv", "spawnve", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnvp", "spawnvpe",
-                 "posix_spawn", "posix_spawnp", "forkpty"):
+    for name in (
+        "system",
+        "popen",
+        "execv",
+        "execve",
+        "execl",
+        "execle",
+        "execlp",
+        "execlpe",
+        "execvp",
+        "execvpe",
+        "spawnv",
+        "spawnve",
+        "spawnl",
+        "spawnle",
+        "spawnlp",
+        "spawnlpe",
+        "spawnvp",
+        "spawnvpe",
+        "posix_spawn",
+        "posix_spawnp",
+        "forkpty",
+    ):
         if hasattr(os, name):
             setattr(os, name, _refuse(f"os.{name}"))
     subprocess.Popen._execute_child = _refuse("starting a program")  # type: ignore[method-assign]
@@ -441,7 +565,7 @@ def middle_truncate(text: str, limit: int, extra_omitted: int = 0) -> str:
     keep = max(0, limit - len(marker))
     head = (keep + 1) // 2
     tail = keep - head
-    return text[:head] + marker + (text[len(text) - tail:] if tail else "")
+    return text[:head] + marker + (text[len(text) - tail :] if tail else "")
 
 
 def last_traceback_line(exc: BaseException) -> str:
@@ -449,7 +573,9 @@ def last_traceback_line(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__).strip()
 
 
-def child_main(request: dict, out_w: int, res_w: int, devnull: int, workdir: str, close_fds: list[int]) -> None:
+def child_main(
+    request: dict, out_w: int, res_w: int, devnull: int, workdir: str, close_fds: list[int]
+) -> None:
     """Runs in the forked child: limits, stdio, then the snippet (after a silent replay of earlier blocks)."""
     os.setpgid(0, 0)
     os.dup2(devnull, 0)
@@ -472,11 +598,13 @@ def child_main(request: dict, out_w: int, res_w: int, devnull: int, workdir: str
     for kind, value in limits.items():
         resource.setrlimit(kind, value)
     os.chdir(workdir)
-    stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace",
-                              write_through=True)
+    stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True
+    )
     sys.stdout = sys.__stdout__ = stdout
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                                   errors="replace", write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True
+    )
     result: dict = {"status": "ok"}
     me = os.getpid()  # processes the snippet forks run on from here too; only this one reports
     if request.get("replay"):
@@ -600,15 +728,27 @@ def run_one(request: dict, proto_fds: list[int], devnull: int, workdir: str) -> 
         os.close(fd)
     wipe(workdir)
     if timed_out:
-        return {"status": "timeout", "output": f"TimeoutError: execution took longer than {request['timeout_s']:g} s",
-                "seconds": seconds, "healthy": healthy}
+        return {
+            "status": "timeout",
+            "output": f"TimeoutError: execution took longer than {request['timeout_s']:g} s",
+            "seconds": seconds,
+            "healthy": healthy,
+        }
     if os.WIFSIGNALED(status_code):
         sig = os.WTERMSIG(status_code)
         if sig in (signal.SIGXCPU, signal.SIGKILL) and cpu_used >= int(request["cpu_s"] + 0.999) - 0.05:
-            return {"status": "timeout", "output": f"TimeoutError: CPU time limit of {request['cpu_s']:g} s exceeded",
-                    "seconds": seconds, "healthy": healthy}
-        return {"status": "killed", "output": f"Killed: {signal.Signals(sig).name}", "seconds": seconds,
-                "healthy": healthy}
+            return {
+                "status": "timeout",
+                "output": f"TimeoutError: CPU time limit of {request['cpu_s']:g} s exceeded",
+                "seconds": seconds,
+                "healthy": healthy,
+            }
+        return {
+            "status": "killed",
+            "output": f"Killed: {signal.Signals(sig).name}",
+            "seconds": seconds,
+            "healthy": healthy,
+        }
     try:
         result = json.loads(bytes(result_bytes)) if result_bytes else None
     except ValueError:
@@ -658,8 +798,10 @@ def main() -> None:
         report["missing"].append(str(exc))
     real_root = os.geteuid() == 0 and not report["mechanisms"].get("user_namespace")
     if real_root:
-        report["missing"].append("unprivileged uid (still root: RLIMIT_NPROC does not apply, files are "
-                                 "protected by Landlock alone)")
+        report["missing"].append(
+            "unprivileged uid (still root: RLIMIT_NPROC does not apply, files are "
+            "protected by Landlock alone)"
+        )
     template = {"__name__": "__main__", "__builtins__": builtins}
     reader = os.fdopen(proto_in, "rb")
 
@@ -667,7 +809,7 @@ def main() -> None:
         data = (json.dumps(message) + "\n").encode()
         view = memoryview(data)
         while view:
-            view = view[os.write(proto_out, view):]
+            view = view[os.write(proto_out, view) :]
 
     reply({"ready": True, **report})
     for line in reader:
