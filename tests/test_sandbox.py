@@ -162,3 +162,12 @@ def test_fallback_without_namespaces_warns_once_and_still_protects(tmp_path, cap
         assert sb.run("open('scratch.txt', 'w').write('x')\nprint(open('scratch.txt').read())").output == "x"
     assert canary.read_text() == "keep me"
     assert len([r for r in caplog.records if r.name == "pipeline.sandbox"]) == 1
+
+
+def test_run_async(sandbox):
+    import asyncio
+
+    async def three() -> list[ExecResult]:
+        return await asyncio.gather(*(sandbox.run_async(f"print({i} + 1)") for i in range(3)))
+
+    assert [(r.status, r.output) for r in asyncio.run(three())] == [("ok", "1"), ("ok", "2"), ("ok", "3")]

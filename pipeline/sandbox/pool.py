@@ -8,6 +8,7 @@ with hard limits, so one pre-import of numpy/sympy serves many calls and a snipp
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -315,6 +316,10 @@ class Sandbox:
             with self.cond:
                 self.sessions.setdefault(session, []).append((code, result.seconds))
         return result
+
+    async def run_async(self, code: str, session: str | None = None) -> ExecResult:
+        """`run` for asyncio callers: the wait happens in a thread, the event loop keeps going."""
+        return await asyncio.to_thread(self.run, code, session)
 
     def end_session(self, session: str) -> None:
         """Forget a session's earlier blocks (call when its trajectory is finished)."""

@@ -364,6 +364,19 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
 
 # Syscalls no math snippet needs and that widen the kernel's attack surface (nested namespaces, mounts,
 # ptrace, keyrings, BPF, io_uring, userfaultfd, modules). clone is allowed without namespace flags.
+# Numbered alike on every architecture (added to the kernel after the tables were unified).
+SECCOMP_DENY_UNIFIED = {
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+}
 SECCOMP_DENY = {
     "x86_64": {
         "unshare": 272,
@@ -378,9 +391,6 @@ SECCOMP_DENY = {
         "bpf": 321,
         "perf_event_open": 298,
         "userfaultfd": 323,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
         "kexec_load": 246,
         "init_module": 175,
         "finit_module": 313,
@@ -388,13 +398,6 @@ SECCOMP_DENY = {
         "open_by_handle_at": 304,
         "process_vm_readv": 310,
         "process_vm_writev": 311,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "fspick": 433,
-        "mount_setattr": 442,
     },
     "aarch64": {
         "unshare": 97,
@@ -409,9 +412,6 @@ SECCOMP_DENY = {
         "bpf": 280,
         "perf_event_open": 241,
         "userfaultfd": 282,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
         "kexec_load": 104,
         "init_module": 105,
         "finit_module": 273,
@@ -419,13 +419,6 @@ SECCOMP_DENY = {
         "open_by_handle_at": 265,
         "process_vm_readv": 270,
         "process_vm_writev": 271,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "fspick": 433,
-        "mount_setattr": 442,
     },
 }
 SECCOMP_CLONE = {"x86_64": (56, 435), "aarch64": (220, 435)}  # clone, clone3
@@ -442,7 +435,7 @@ def seccomp_filter(report: dict) -> None:
         return
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, deny, nosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    denied = sorted(SECCOMP_DENY[machine].values())
+    denied = sorted({**SECCOMP_DENY[machine], **SECCOMP_DENY_UNIFIED}.values())
     clone, clone3 = SECCOMP_CLONE[machine]
     prog: list[tuple[int, int, int, int]] = [
         (ld, 0, 0, 4),
@@ -768,6 +761,8 @@ def run_one(request: dict, proto_fds: list[int], devnull: int, workdir: str) -> 
 
 def main() -> None:
     settings = json.loads(sys.argv[1])
+    # No handler for SIGINT: as pid 1 of its namespace the worker then cannot be signalled from inside at all.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     proto_in, proto_out = os.dup(0), os.dup(1)
     settings["_proto_in"], settings["_proto_out"] = proto_in, proto_out
     devnull = os.open("/dev/null", os.O_RDWR)
