@@ -28,6 +28,7 @@ from flows import progress as progress_state
 from flows.artifacts import FUNNEL_KEY, SUMMARY_KEY, funnel_table, sample_rows, summary_markdown
 from flows.progress import FlowProgress
 from flows.runners import api_visible_to_workers, make_task_runner, parallelism
+from flows.server import temporary_server
 from pipeline.build import (
     BatchJob,
     BatchResult,
@@ -38,6 +39,7 @@ from pipeline.build import (
     run_batch,
     run_build,
 )
+from pipeline.io.rundir import run_lock
 from pipeline.recipe import Recipe, load_recipe, resolve_recipe_path
 
 # Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20).
@@ -262,7 +264,7 @@ def build_dataset(
     progress = FlowProgress(progress_state.caller_reporter(), [s.stage_name for s in parsed.stages])
     token = progress_state.set_current_progress(progress)
     try:
-        with api_visible_to_workers(orch), make_task_runner(orch) as runner:
+        with run_lock(out_dir), api_visible_to_workers(orch), make_task_runner(orch) as runner:
             mapper = TaskMapper(runner, parsed, progress)
             result = run_build(
                 parsed,
@@ -318,11 +320,12 @@ def build_with_flow(
     A directory the build would refuse is refused here first, before any server starts.
     """
     recipe = resolve_recipe_path(recipe)
-    check_run_dir(load_recipe(recipe), expand_out(str(out)), limit, fresh=fresh, resume=resume)
+    out_dir = expand_out(str(out))
+    check_run_dir(load_recipe(recipe), out_dir, limit, fresh=fresh, resume=resume)
     check_api_reachable()
     token = progress_state.set_caller_reporter(reporter)
     try:
-        with _temporary_server_settings():
+        with run_lock(out_dir), _temporary_server_settings(), _temporary_server():
             return build_dataset(
                 str(recipe), str(out), limit=limit, resume=resume, fresh=fresh, skip_bad_rows=skip_bad_rows
             )
@@ -350,6 +353,47 @@ def check_api_reachable(timeout: float = 10.0) -> None:
             "(`prefect server start`), unset PREFECT_API_URL to use a temporary server for this build, or build "
             "without Prefect (--direct)."
         ) from None
+
+
+@contextlib.contextmanager
+def _temporary_server() -> Iterator[None]:
+    """No PREFECT_API_URL: run this build's own temporary server (``flows.server``: it dies with this process,
+    even on SIGKILL) and point this process and its workers at it."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_server(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()) as url:
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url  # Dask/Ray workers inherit it
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                try:
+                    yield
+                finally:
+                    _drain_to_server()
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+
+
+def _drain_to_server(timeout_s: float = 10.0) -> None:
+    """Send the logs and events still queued before the server stops; else Prefect retries them at exit for a
+    minute and prints "Error logging to API"."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=timeout_s)
 
 
 @contextlib.contextmanager

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +21,26 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.funnel import Funnel
-from pipeline.io.card import write_card
-from pipeline.io.dropped import DROPPED_SUBDIR, DroppedWriter
+from pipeline.io.card import render_card
+from pipeline.io.dropped import DroppedWriter
+from pipeline.io.publish import Generation
+from pipeline.io.rundir import (  # noqa: F401 - re-exported: the run directory's API lived here
+    STATE_FILE,
+    BuildError,
+    IncompatibleRunError,
+    RunState,
+    check_run_dir,
+    prepare_run,
+    publish_card,
+    release_run_lock,
+    remove_stray_temp_files,
+)
 from pipeline.io.seeds import LoadReport, load_seeds
-from pipeline.io.shards import MANIFEST, ShardWriter, atomic_write_bytes, atomic_write_table
+from pipeline.io.shards import ShardWriter, atomic_write_bytes, atomic_write_table
 from pipeline.paths import ROOT
 from pipeline.recipe import Recipe, StageSpec
 from pipeline.records import VERIFIED_STATUSES, from_table, to_table
 from pipeline.stages import StageContext, get_stage
-
-WORK_DIR = ".mathaug"
-STATE_FILE = "run.json"
-
-
-class BuildError(RuntimeError):
-    pass
-
-
-class IncompatibleRunError(BuildError):
-    """The output directory holds a run of a different recipe; names the keys that differ."""
-
 
 # ------------------------------------------------------------------------------------------------ progress
 
@@ -58,122 +55,6 @@ class Reporter:
     def stage_finished(self, stage: str) -> None: ...
 
     def message(self, text: str) -> None: ...
-
-
-# ------------------------------------------------------------------------------------------------ run state
-
-
-@dataclass
-class RunState:
-    out_dir: Path
-    run_id: str
-    recipe: Recipe
-    limit: int | None
-    created_at: datetime
-
-    @property
-    def work_dir(self) -> Path:
-        return self.out_dir / WORK_DIR
-
-
-def _state_payload(recipe: Recipe, limit: int | None) -> dict[str, Any]:
-    return {"recipe": recipe.model_dump(mode="json", by_alias=True), "limit": limit}
-
-
-def _upgraded_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """A stored run's payload as this version of mathaug reads it: a recipe option added since the run started
-    takes its default, so upgrading mathaug does not make every existing run "a different recipe"."""
-    try:
-        recipe = Recipe.model_validate(payload["recipe"])
-    except Exception:  # noqa: BLE001 - an option was removed or changed type: compare as stored
-        return payload
-    return {**payload, "recipe": recipe.model_dump(mode="json", by_alias=True)}
-
-
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff_keys(a, b, f"{prefix}{i}.")]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def remove_stray_temp_files(out_dir: Path) -> int:
-    """Delete the temp files a killed writer leaves (``.NAME.tmp-PID``); they are never part of a result."""
-    removed = 0
-    folders = (out_dir, out_dir / "data", out_dir / DROPPED_SUBDIR, out_dir / WORK_DIR)
-    for folder in (*folders, *(out_dir / WORK_DIR / "stages").glob("*")):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def check_run_dir(
-    recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: bool = False, resume: bool = True
-) -> dict[str, Any] | None:
-    """Read-only: the run state ``out_dir`` holds (None if none), or the refusal ``prepare_run`` would raise.
-
-    Callers (the flow, the CLI) use it to refuse a directory before starting anything expensive.
-    """
-    out_dir = Path(out_dir)
-    state_path = out_dir / WORK_DIR / STATE_FILE
-    if fresh:
-        return None
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if not resume:
-            raise BuildError(
-                f"{out_dir} already holds run {state.get('run_id')} (started {state.get('created_at')}); "
-                "resume it (drop --no-resume), discard it with --fresh, or choose another --out."
-            )
-        differing = _diff_keys(_upgraded_payload(state["payload"]), _state_payload(recipe, limit))
-        if differing:
-            raise IncompatibleRunError(
-                f"{out_dir} holds a run of a different recipe (differs in: {', '.join(differing[:12])}). "
-                "Use --fresh to start over in this directory, or choose another --out."
-            )
-        return state
-    if out_dir.exists() and any(p for p in out_dir.iterdir() if p.name != WORK_DIR):
-        raise BuildError(
-            f"{out_dir} is not empty and holds no mathaug run; refusing to write into it (use --fresh to clear "
-            "the dataset files there, or choose another --out)"
-        )
-    return None
-
-
-def prepare_run(
-    recipe: Recipe, out_dir: Path, limit: int | None = None, fresh: bool = False, resume: bool = True
-) -> RunState:
-    """Open (resume) or start the run in ``out_dir``. Refuses a directory with another recipe's run.
-
-    ``resume=False`` refuses a directory that already holds a run (never silently starts over in it);
-    ``fresh=True`` discards that run explicitly.
-    """
-    out_dir = Path(out_dir)
-    work = out_dir / WORK_DIR
-    state_path = work / STATE_FILE
-    payload = _state_payload(recipe, limit)
-    if fresh and out_dir.exists():
-        shutil.rmtree(work / "stages", ignore_errors=True)
-        shutil.rmtree(out_dir / "data", ignore_errors=True)
-        shutil.rmtree(out_dir / DROPPED_SUBDIR, ignore_errors=True)
-        for name in (MANIFEST, "README.md", STATE_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
-    state = check_run_dir(recipe, out_dir, limit, fresh=False, resume=resume)
-    if out_dir.exists():
-        remove_stray_temp_files(out_dir)
-    if state is not None:
-        return RunState(out_dir, state["run_id"], recipe, limit, datetime.fromisoformat(state["created_at"]))
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    state = {"run_id": run_id, "created_at": now.isoformat(), "mathaug": __version__,
-             "fingerprint": recipe.fingerprint(), "payload": payload}
-    atomic_write_bytes(state_path, json.dumps(state, indent=2).encode())
-    return RunState(out_dir, run_id, recipe, limit, now)
 
 
 # ------------------------------------------------------------------------------------------------ seeds
@@ -429,11 +310,12 @@ def run_build(
     """Run (or resume) a whole build and write the dataset. Returns the funnel and manifest."""
     started = time.perf_counter()
     reporter = reporter or Reporter()
-    state = prepare_run(recipe, out_dir, limit=limit, fresh=fresh, resume=resume)
     funnel = Funnel()
 
     report = LoadReport()
     seeds = load_seed_records(recipe, limit=limit, skip_bad_rows=skip_bad_rows, report=report)
+    # after the seeds load: a bad seed file leaves no run state behind. Holds the directory's lock until the end.
+    state = prepare_run(recipe, out_dir, limit=limit, fresh=fresh, resume=resume)
     for rec in seeds:  # seeds are rebuilt on resume: stamp them with the run's, not today's, time
         rec["run_id"], rec["created_at"] = state.run_id, state.created_at
     funnel.add("seed", "in", len(seeds))
@@ -482,8 +364,9 @@ def run_build(
     from pipeline import dedup
 
     compression = "none" if recipe.output.compression == "none" else recipe.output.compression
+    generation = Generation(state.out_dir)  # published (data/ and dropped/ switched in) only when complete
     dropped = (
-        DroppedWriter(state.out_dir, recipe.output.rows_per_shard, compression)
+        DroppedWriter(state.out_dir, recipe.output.rows_per_shard, compression, generation=generation)
         if recipe.output.keep_dropped
         else None
     )
@@ -556,6 +439,7 @@ def run_build(
         run_id=state.run_id,
         split=recipe.output.split,
         compression=compression,
+        generation=generation,
     ) as writer:
         try:
             writer.write(_count_kept(rows, funnel))
@@ -563,7 +447,7 @@ def run_build(
             dropped_summary = dropped.close() if dropped is not None else None
         reporter.stage_finished("verify+dedup+write")
         seconds = time.perf_counter() - started
-        manifest = writer.close(
+        manifest = writer.finish(
             recipe_name=recipe.name,
             recipe_hash=recipe.fingerprint(),
             limit=limit,
@@ -574,6 +458,11 @@ def run_build(
             seconds=round(seconds, 3),
             **({"dropped": dropped_summary} if dropped_summary is not None else {}),
         )
-    write_card(state.out_dir, recipe, manifest, funnel)
+        # the card, then the switch of data/ and dropped/, then the manifest: a reader never sees a partial dataset
+        card_note = publish_card(state.out_dir, render_card(recipe, manifest, funnel), manifest)
+        if card_note:
+            reporter.message(card_note)
+        manifest = writer.publish()
+    release_run_lock(state.out_dir)
     return BuildResult(state.out_dir, state.run_id, writer.rows_written, funnel, manifest, seconds, resumed,
                        computed, report)

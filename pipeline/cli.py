@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -82,6 +84,23 @@ def funnel_table(funnel: Funnel | dict[str, Any], title: str = "funnel") -> Tabl
     return table
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        out_console.print(f"mathaug {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Verified, deduplicated math SFT data."""
+
+
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -104,15 +123,22 @@ def build(
 ) -> None:
     """Build a dataset from RECIPE into OUT (resumes an interrupted build of the same recipe)."""
     from pipeline.build import BuildError, run_build
+    from pipeline.interrupts import os_error_message, stop_on_signals
+    from pipeline.io.rundir import run_lock
     from pipeline.io.seeds import SeedError
+    from pipeline.llm.errors import LLMError
+    from pipeline.preflight import preflight
     from pipeline.recipe import RecipeError, load_recipe
 
-    try:
+    try:  # everything that can be checked is checked before Prefect starts or a byte is written
         parsed = load_recipe(recipe)
-    except RecipeError as exc:
+        preflight(parsed, out, limit=limit, fresh=fresh, resume=resume, skip_bad_rows=skip_bad_rows)
+    except (RecipeError, SeedError, BuildError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(os_error_message(exc, out))
     try:
-        with progress_bar() as progress:
+        with stop_on_signals(console.print, out), run_lock(out), progress_bar() as progress:
             reporter = RichReporter(progress)
             if direct:
                 result = run_build(parsed, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
@@ -122,14 +148,26 @@ def build(
 
                 result = build_with_flow(recipe, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
                                          reporter=reporter, resume=resume)
-    except (SeedError, BuildError, FileNotFoundError) as exc:
+    except (RecipeError, SeedError, BuildError, FileNotFoundError) as exc:
         fail(str(exc))
-    out_console.print(funnel_table(result.funnel, title=f"{parsed.name}: funnel"))
+    except LLMError as exc:
+        fail(f"{exc} (finished batches and model answers are kept: rerun the same command to resume)")
+    except OSError as exc:
+        fail(os_error_message(exc, out))
+    print_wide(funnel_table(result.funnel, title=f"{parsed.name}: funnel"))
     resumed = f", {result.resumed_batches} batches resumed from disk" if result.resumed_batches else ""
     out_console.print(
         f"[green]wrote {result.rows:,} rows[/] in {len(result.manifest['shards'])} shard(s) to "
         f"[bold]{result.out_dir / 'data'}[/] in {result.seconds:.1f}s{resumed}"
     )
+
+
+def print_wide(table: Table) -> None:
+    """Print a table whole: piped or redirected, rich would otherwise cut it to 80 columns."""
+    if not out_console.is_terminal and "COLUMNS" not in os.environ:
+        needed = Measurement.get(out_console, out_console.options.update_width(10_000), table).maximum
+        out_console.width = max(out_console.width, needed)
+    out_console.print(table)
 
 
 @app.command()
@@ -169,7 +207,7 @@ def inspect(
     out_console.print(status)
     if manifest.get("funnel"):
         funnel = Funnel(manifest["funnel"])
-        out_console.print(funnel_table(funnel, title="funnel (from manifest)"))
+        print_wide(funnel_table(funnel, title="funnel (from manifest)"))
         for stage in funnel.stages():
             reasons = sorted(funnel.reasons(stage).items(), key=lambda kv: -kv[1])
             if reasons:

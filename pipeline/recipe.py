@@ -211,7 +211,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after[_stages_consistent(), Recipe]",))
 
 
-def expand_env(value: Any) -> Any:
+class _UnsetVariableError(ValueError):
+    """An unset ``${VAR}``; carries the YAML path so the message can name the line."""
+
+    def __init__(self, path: list[str], name: str) -> None:
+        super().__init__(f"environment variable {name} is not set (used as ${{{name}}})")
+        self.path = path
+
+
+def expand_env(value: Any, path: list[str] | None = None) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in string values, from the environment."""
+    path = path or []
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -219,14 +229,31 @@ def expand_env(value: Any) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise RecipeError(f"environment variable {name} is not set (used as ${{{name}}})")
+            raise _UnsetVariableError(path, name)
 
         return ENV_VAR.sub(sub, value)
     if isinstance(value, list):
-        return [expand_env(v) for v in value]
+        return [expand_env(v, [*path, str(i)]) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v) for k, v in value.items()}
+        return {k: expand_env(v, [*path, str(k)]) for k, v in value.items()}
     return value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _line_of(root: yaml.Node | None, path: list[str]) -> int | None:
@@ -269,7 +296,7 @@ def _error_paths(exc: Exception) -> list[tuple[list[str], str]]:
 def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -278,6 +305,11 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
         raise RecipeError(f"{source}: a recipe is a YAML mapping (name:, seeds:, stages: ...)")
     try:
         data = expand_env(data)
+    except _UnsetVariableError as exc:
+        line = _line_of(root, exc.path)
+        where = f"{source}:{line}" if line else source
+        raise RecipeError(f"{where}: {'.'.join(exc.path) or '(top)'}: {exc}") from None
+    try:
         recipe = Recipe.model_validate(data)
     except (ValidationError, ValueError) as exc:
         lines = []

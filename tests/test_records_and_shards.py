@@ -65,13 +65,30 @@ def test_shards_manifest_and_loaders(tmp_path):
     assert df["id"].is_unique and len(df) == 25
 
 
-def test_writer_error_keeps_finished_shards_and_marks_incomplete(tmp_path):
+def test_a_failed_write_publishes_nothing_and_keeps_the_previous_dataset(tmp_path):
     recs = [_rec(i) for i in range(15)]
+    with ShardWriter(tmp_path, rows_per_shard=5, run_id="r1") as writer:
+        writer.write(recs[:7])
+    before = json.loads((tmp_path / "manifest.json").read_text())
     with pytest.raises(RuntimeError):
-        with ShardWriter(tmp_path, rows_per_shard=5, run_id="r1") as writer:
-            writer.write(recs[:12])
+        with ShardWriter(tmp_path, rows_per_shard=5, run_id="r2") as writer:
+            writer.write(recs)
+            assert len(list(writer.data_dir.glob("*.parquet"))) == 3  # written, but not where readers look
             raise RuntimeError("boom")
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["complete"] is False
-    assert sum(s["rows"] for s in manifest["shards"]) == 12  # nothing already handed over is lost
-    assert len(list(read_records(tmp_path))) == 12
+    assert json.loads((tmp_path / "manifest.json").read_text()) == before  # readers see the previous dataset
+    assert [r["id"] for r in read_records(tmp_path)] == [r["id"] for r in recs[:7]]
+    assert len(list((tmp_path / ".mathaug" / "generations").iterdir())) == 1  # the failed one is gone
+
+
+def test_publishing_switches_data_in_one_rename_and_keeps_foreign_files(tmp_path):
+    with ShardWriter(tmp_path, rows_per_shard=5, run_id="r1") as writer:
+        writer.write([_rec(i) for i in range(12)])
+    (tmp_path / "data" / "notes.txt").write_text("mine")  # a user's file inside data/
+    old_target = (tmp_path / "data").resolve()
+    with ShardWriter(tmp_path, rows_per_shard=5, run_id="r2") as writer:
+        writer.write([_rec(i) for i in range(4)])
+    assert (tmp_path / "data").is_symlink() and (tmp_path / "data").resolve() != old_target
+    assert not old_target.exists()  # the retired generation held nothing else of the user's
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["notes.txt", "train-00000.parquet"]
+    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"
+    assert len(list(read_records(tmp_path))) == 4

@@ -4,8 +4,9 @@
 exact_dedup, near_dedup, decontaminate), ``drop_detail`` (what failed, or the benchmark item that overlaps) and
 ``duplicate_of`` (the id of the row kept in its place; empty when that is a row of earlier ``--against`` output).
 It answers "where did my rows go?" row by row, where the funnel only counts. Like the dataset, it is rewritten
-whole by every (resumed) build, each file atomically, and sits outside ``OUT/data`` so dataset loaders never
-mix it in: ``datasets.load_dataset("parquet", data_dir="OUT/dropped")``.
+whole by every (resumed) build into the build's new generation and published with the dataset in one switch
+(``pipeline.io.publish``), and sits outside ``OUT/data`` so dataset loaders never mix it in:
+``datasets.load_dataset("parquet", data_dir="OUT/dropped")``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.io.publish import Generation
 from pipeline.io.shards import atomic_write_table
 from pipeline.records import to_table
 
@@ -26,17 +28,18 @@ DROP_COLUMNS = ("dropped_by", "drop_detail", "duplicate_of")
 class DroppedWriter:
     """Buffers dropped rows and writes them in Parquet files of ``rows_per_file`` rows."""
 
-    def __init__(self, out_dir: Path, rows_per_file: int = 50_000, compression: str = "zstd") -> None:
+    def __init__(
+        self, out_dir: Path, rows_per_file: int = 50_000, compression: str = "zstd", generation: Generation | None = None
+    ) -> None:
+        """``generation``: the build's new generation; the table is published with the dataset (pipeline.io.publish)."""
         self.out_dir = Path(out_dir)
-        self.dir = self.out_dir / DROPPED_SUBDIR
+        self.generation = generation or Generation(self.out_dir)
+        self.dir = self.generation.root / DROPPED_SUBDIR
         self.rows_per_file = rows_per_file
         self.compression = compression
         self.files: list[str] = []
         self.by_step: Counter[str] = Counter()
         self._buffer: list[tuple[dict[str, Any], str, str | None, str | None]] = []
-        if self.dir.exists():  # a new build replaces the previous table, as it replaces the dataset
-            for old in self.dir.glob("dropped-*.parquet"):
-                old.unlink()
 
     def add(self, record: dict[str, Any], step: str, detail: str | None = None, duplicate_of: str | None = None) -> None:
         self._buffer.append((dict(record), step, detail, duplicate_of))
@@ -53,7 +56,7 @@ class DroppedWriter:
             table = table.append_column(name, pa.array([row[i] for row in chunk], type=pa.string()))
         path = self.dir / f"dropped-{len(self.files):05d}.parquet"
         atomic_write_table(path, table, compression=self.compression)
-        self.files.append(str(path.relative_to(self.out_dir)))
+        self.files.append(f"{DROPPED_SUBDIR}/{path.name}")
 
     def close(self) -> dict[str, Any]:
         """Write what is buffered; the summary for the manifest."""

@@ -8,6 +8,8 @@ caller asked to skip bad rows, in which case they are counted in ``LoadReport.sk
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from pipeline.records import make_record
 SeedFormat = Literal["gsm8k", "math", "jsonl", "json", "parquet", "csv", "hf"]
 
 GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
+DEFAULT_MAX_FIELD_CHARS = 20_000  # a real problem or solution is a few thousand characters at most
 NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
 
 
@@ -41,6 +44,9 @@ class SeedSpec(BaseModel):
     )
     gold: Literal["auto", "gsm8k", "boxed", "field"] = "auto"
     limit: int | None = Field(None, ge=1)
+    max_field_chars: int = Field(
+        DEFAULT_MAX_FIELD_CHARS, ge=1, description="a row whose question, solution or answer is longer is bad"
+    )
 
 
 class SeedError(ValueError):
@@ -89,10 +95,30 @@ def gsm8k_gold(solution: str) -> str | None:
 # --------------------------------------------------------------------------------------------------- raw rows
 
 
+SKIP_HINT = "; re-encode the file as UTF-8 or use --skip-bad-rows"
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes, offset: int, hint: str = SKIP_HINT) -> str | SeedError:
+    """A line as text, or the error naming the first byte that is not UTF-8 (offset from the file's start)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return SeedError(
+            str(path), lineno, None,
+            f"not UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {offset + exc.start} "
+            f"(column {exc.start + 1} of the line){hint}",
+        )
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | SeedError]]:
     """Rows by line; a bad line is yielded as its ``SeedError`` so the caller can skip it and go on."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    offset = 0
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line, offset = _decode_line(path, lineno, raw, offset), offset + len(raw)
+            if isinstance(line, SeedError):
+                yield lineno, line
+                continue
             if not line.strip():
                 continue
             try:
@@ -106,9 +132,22 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | SeedError]]:
             yield lineno, row
 
 
+def _read_utf8(path: Path) -> str:
+    """A whole JSON document as text; a byte that is not UTF-8 is a ``SeedError`` naming its line and offset."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        end = raw.find(b"\n", exc.start)
+        line = raw[start : len(raw) if end < 0 else end]
+        error = _decode_line(path, raw.count(b"\n", 0, exc.start) + 1, line, start, hint="")
+        raise error if isinstance(error, SeedError) else SeedError(str(path), None, None, "not UTF-8") from None
+
+
 def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_utf8(path))
     except json.JSONDecodeError as exc:
         raise SeedError(str(path), exc.lineno, None, f"invalid JSON ({exc.msg})") from None
     if isinstance(data, dict):  # {"data": [...]} or {"rows": [...]}
@@ -121,11 +160,28 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, row
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | SeedError]]:
+    """Rows with their last line number; a row holding bytes that are not UTF-8 is yielded as its error."""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    offsets = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
+
+    def bad_line(first: int, last: int) -> SeedError | None:
+        for n in range(first, min(last, len(lines)) + 1):
+            decoded = _decode_line(path, n, lines[n - 1], offsets[n - 1])
+            if isinstance(decoded, SeedError):
+                return decoded
+        return None
+
+    with io.StringIO(raw.decode("utf-8", errors="surrogateescape"), newline="") as fh:
         reader = csv.DictReader(fh)
+        header_error = bad_line(1, 1)
+        if header_error is not None:
+            raise header_error
+        first = 2
         for row in reader:
-            yield reader.line_num, dict(row)
+            yield reader.line_num, bad_line(first, reader.line_num) or dict(row)
+            first = reader.line_num + 1
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -201,6 +257,13 @@ def _gold_mode(spec: SeedSpec) -> str:
 def seed_record(spec: SeedSpec, file_label: str, line: int, row: dict[str, Any]) -> dict[str, Any]:
     """One raw row → a seed record, or ``SeedError`` naming the field that is wrong."""
     cols = _resolve_fields(spec)
+    for name in ("question", "solution", "answer", "subject", "difficulty"):
+        value = row.get(cols[name]) if cols.get(name) else None
+        if isinstance(value, str) and len(value) > spec.max_field_chars:
+            raise SeedError(
+                file_label, line, cols[name],
+                f"{len(value):,} characters, over the limit of {spec.max_field_chars:,} (max_field_chars of the seed)",
+            )
     question = _text(row, cols.get("question"))
     if not question or not question.strip():
         raise SeedError(file_label, line, cols.get("question"), "missing or empty question")

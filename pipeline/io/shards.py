@@ -3,13 +3,16 @@
 Layout of an output directory::
 
     OUT/data/train-00000.parquet ...   the dataset (zstd Parquet, SCHEMA from pipeline.records)
-    OUT/manifest.json                  shards, row counts, sha256, schema version, recipe hash, run id, funnel
+    OUT/manifest.json                  shards, row counts, sha256, schema version, recipe hash, run id, funnel,
+                                       and every file mathaug wrote there (``--fresh`` removes only those)
     OUT/README.md                      Hugging Face dataset card (pipeline.io.card)
     OUT/dropped/dropped-00000.parquet  rows the build removed, with the step and reason (pipeline.io.dropped)
-    OUT/.mathaug/                      work files (resume state, caches); ignored by dataset loaders
+    OUT/.mathaug/                      work files (resume state, caches, lock); ignored by dataset loaders
 
-A shard is written to a temporary file, fsynced, then renamed: a reader never sees half a shard. The manifest is
-rewritten (atomically too) after every shard, so a crash leaves every finished shard listed and usable.
+``OUT/data`` and ``OUT/dropped`` are symlinks to the folders of the live *generation* under
+``OUT/.mathaug/generations/`` (``pipeline.io.publish``). A writer fills a new generation and switches the links
+only when it closes, then writes the manifest: a reader sees the previous complete dataset or the new one, never a
+part. Each file is written to a temporary name, fsynced and renamed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.io.publish import Generation, fsync_dir
 from pipeline.records import FIELDS, SCHEMA, SCHEMA_VERSION, make_record, to_table
 
 DATA_SUBDIR = "data"
@@ -48,7 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_table(path: Path, table: pa.Table, compression: str = "zstd") -> None:
@@ -58,22 +62,15 @@ def atomic_write_table(path: Path, table: pa.Table, compression: str = "zstd") -
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 class ShardWriter:
-    """Buffers records and writes ``rows_per_shard``-row shards plus ``manifest.json``.
+    """Writes ``rows_per_shard``-row shards into a new generation; ``close()`` publishes them and the manifest.
 
-    Use as a context manager; ``close()`` flushes the last shard and marks the manifest complete. On an
-    exception the shards already written stay, listed in a manifest with ``"complete": false``.
+    Use as a context manager. On an exception nothing is published: the previous dataset and manifest stay as
+    they were and the half-written generation is deleted. ``finish()`` + ``publish()`` split ``close()`` for
+    callers that write files beside the shards (the card, the dropped table) before the switch.
     """
 
     def __init__(
@@ -84,11 +81,13 @@ class ShardWriter:
         split: str = "train",
         compression: str = "zstd",
         manifest_extra: dict[str, Any] | None = None,
+        generation: Generation | None = None,
     ) -> None:
         if rows_per_shard < 1:
             raise ValueError("rows_per_shard must be >= 1")
         self.out_dir = Path(out_dir)
-        self.data_dir = self.out_dir / DATA_SUBDIR
+        self.generation = generation or Generation(self.out_dir)
+        self.data_dir = self.generation.folder(DATA_SUBDIR)
         self.rows_per_shard = rows_per_shard
         self.run_id = run_id
         self.split = split
@@ -97,23 +96,18 @@ class ShardWriter:
         self.shards: list[dict[str, Any]] = []
         self._buffer: list[dict[str, Any]] = []
         self.rows_written = 0
-        self._clear_old_shards()
-
-    def _clear_old_shards(self) -> None:
-        """A new write replaces the previous dataset in this directory (never mixes two runs' shards)."""
-        if self.data_dir.exists():
-            for old in self.data_dir.glob(f"{self.split}-*.parquet"):
-                old.unlink()
+        self.manifest: dict[str, Any] | None = None
+        self.published = False
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.close()
+            if not self.published:
+                self.close()
         else:
-            self._flush(final=True)
-            self._write_manifest(complete=False)
+            self.generation.discard()
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         for rec in records:
@@ -128,33 +122,53 @@ class ShardWriter:
             atomic_write_table(path, to_table(chunk), compression=self.compression)
             self.shards.append(
                 {
-                    "path": str(path.relative_to(self.out_dir)),
+                    "path": f"{DATA_SUBDIR}/{path.name}",
                     "rows": len(chunk),
                     "sha256": sha256_file(path),
                     "bytes": path.stat().st_size,
                 }
             )
             self.rows_written += len(chunk)
-            self._write_manifest(complete=False)
 
-    def close(self, **manifest_extra: Any) -> dict[str, Any]:
+    def finish(self, **manifest_extra: Any) -> dict[str, Any]:
+        """Write the last shard; the manifest as it will be published (callers may add to it)."""
         self.manifest_extra.update(manifest_extra)
         self._flush(final=True)
-        return self._write_manifest(complete=True)
-
-    def _write_manifest(self, complete: bool) -> dict[str, Any]:
-        manifest = {
+        self.manifest = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
-            "complete": complete,
+            "complete": True,
             "split": self.split,
             "rows": self.rows_written,
             "shards": self.shards,
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **self.manifest_extra,
         }
+        return self.manifest
+
+    def publish(self) -> dict[str, Any]:
+        """Switch ``OUT/data`` (and ``OUT/dropped``) to the new generation, then write the manifest."""
+        manifest = self.manifest if self.manifest is not None else self.finish()
+        self.generation.publish(owned=owned_files(read_manifest(self.out_dir)))
+        manifest["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_bytes(self.out_dir / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+        self.published = True
         return manifest
+
+    def close(self, **manifest_extra: Any) -> dict[str, Any]:
+        self.finish(**manifest_extra)
+        return self.publish()
+
+
+def owned_files(manifest: dict[str, Any] | None) -> list[str]:
+    """Paths (relative to OUT) a manifest says mathaug wrote: shards, dropped-table files, the card."""
+    if not manifest:
+        return []
+    files = [s["path"] for s in manifest.get("shards", [])]
+    files += list((manifest.get("dropped") or {}).get("files", []))
+    card = manifest.get("card")
+    if isinstance(card, dict) and card.get("path"):
+        files.append(card["path"])
+    return files
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,105 @@
+"""Stopping a build on SIGINT / SIGTERM within seconds, and the one line that says why a build failed.
+
+Every finished batch is already on disk (each is written atomically) and nothing is published until the end, so
+stopping at any point loses nothing: the first signal raises ``KeyboardInterrupt`` in the main thread (the build
+unwinds, the temporary Prefect server is stopped); if the build has not exited ``GRACE_S`` later (a batch still
+running in a worker thread, a model call in flight), the process exits anyway. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+GRACE_S = 5.0
+EXIT_INTERRUPTED = 130
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command that resumes this build: the same one, without ``--fresh`` (which would discard it)."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--fresh"]
+    return " ".join(shlex.quote(a) for a in ["mathaug", *args])
+
+
+@contextmanager
+def stop_on_signals(say: Callable[[str], None], out_dir: Path) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the build (see the module docstring); ``say`` prints one line to the user."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    message = (
+        f"interrupted: every finished batch is kept in {out_dir}/.mathaug and the published dataset is unchanged; "
+        f"resume with: {resume_command()}"
+    )
+    received: list[int] = []
+    said: list[bool] = []
+
+    def say_once() -> None:
+        if not said:
+            said.append(True)
+            say(message)
+
+    def force_exit() -> None:
+        say_once()
+        os._exit(EXIT_INTERRUPTED)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            force_exit()
+        timer = threading.Timer(GRACE_S, force_exit)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        say_once()
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def os_error_message(exc: OSError, out_dir: Path) -> str:
+    """One line for an operating-system error during a build: which path, what happened, what to do."""
+    where = exc.filename or out_dir
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "No space left" in text:
+        return (
+            f"no space left on the device of {where}: {_size(bytes_under(out_dir))} of this build are on disk in "
+            f"{out_dir} (finished batches kept; the published dataset is unchanged). Free space and rerun the same "
+            f"command to resume: {resume_command()}"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {exc.strerror}; choose another --out or fix its permissions"
+    return f"{where}: {exc.strerror or text}"
+
+
+def bytes_under(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
