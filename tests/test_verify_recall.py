@@ -56,6 +56,22 @@ def test_prose_without_a_commitment_or_with_a_hedge_gives_none(text: str) -> Non
     assert extract_answer(text) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "So the answer is $12$. The answer could be $13$ or $12$, depending on the reading.",
+        "So the answer is $\\boxed{12}$. I am not sure about the second case, though.",
+    ],
+)
+def test_doubt_after_the_answer_withdraws_it(text: str) -> None:
+    assert extract_answer(text) is None
+
+
+def test_a_counterfactual_answer_is_not_a_commitment() -> None:
+    text = "So the count is $\\boxed{6}$. The answer would be 12 if the order mattered."
+    assert extract_answer(text) == "6"
+
+
 def test_a_revision_in_prose_still_wins() -> None:
     text = "So $5$ is the answer. Wait, I forgot the arrangements with repeats, so the answer is 7."
     assert extract_answer(text) == "7"
@@ -109,8 +125,9 @@ def test_a_final_conjunction_of_boxes_is_one_answer(text: str, expected: str) ->
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # an aside box after the answer is not joined to it (last-box semantics stay)
-        (r"The solutions are $\boxed{(2,2)}$. Note that $\boxed{(6,2)}$ fails because $6 > 5$.", "(6,2)"),
+        # an aside box after the answer is not joined to it, and is not the answer either
+        (r"The solutions are $\boxed{(2,2)}$. Note that $\boxed{(6,2)}$ fails because $6 > 5$.", "(2,2)"),
+        (r"Thus $\boxed{6}$. Note that $\boxed{12}$ would be the answer if the order mattered.", "6"),
         # a revision replaces the earlier box
         (r"So $\boxed{12}$. Wait, I double counted the corners, so the answer is $\boxed{14}$.", "14"),
         # parts are joined only when every part from (a) on is boxed

@@ -26,7 +26,9 @@ class Candidate:
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])(?:\[[^\]]*\])?")
 _HASHES_RE = re.compile(r"^\s*####\s*(.+?)\s*$", re.M)
-_MINERVA_RE = re.compile(r"final answer is\s*\$(.+?)\$\s*\.?\s*I hope it is correct", re.I | re.S)
+_MINERVA_RE = re.compile(
+    r"final answer is\s*\$((?:[^$]|(?<=\\)\$)+?)\$\s*\.?\s*I hope it is correct", re.I | re.S
+)  # the answer holds no unescaped `$`: an earlier "our final answer is $8000$." does not swallow the line
 
 _EN = (
     r"(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|would\s+be\b|should\s+be\b|will\s+be\b|equals\b|=|:)"
@@ -196,6 +198,21 @@ _VALUE_BEFORE_RE = re.compile(
     r"(?:\$\$(.+?)\$\$|\$((?:[^$\\]|\\.)+?)\$|\\\((.+?)\\\)|(?<![\w.,])(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?))$",
     re.S,
 )
+# A sentence ends at `.`, `!`, `?` (also inside math or a parenthesis: `= 8.$ So`, `extraneous.) So`) or a line.
+_SENTENCE_END_RE = re.compile(r"[.!?][$\"')\]]*(?:\s|$)|\n")
+# A sentence that sets a value aside: a note, a counterfactual ("would ... if"), a rejected or failing value.
+_COUNTERFACTUAL_RE = re.compile(r"\bwould\b[^.]*\bif\b|\bif\b[^.]*\bwould\b", re.I)
+_ASIDE_RE = re.compile(
+    r"\bnote\s+that\b|\bnote:|\baside\b|\bfor\s+example\b|\be\.g\.|\bwould\b[^.]*\bif\b|\bif\b[^.]*\bwould\b|"
+    r"\bnot\s+the\s+answer\b|\bfails?\b|\b(?:is|are)\s+(?:rejected|extraneous|wrong|incorrect|invalid)\b",
+    re.I,
+)
+# After the answer, the text doubts it between values ("The answer could be 5 or 6", "I am not sure").
+_LATER_HEDGE_RE = re.compile(
+    r"\b(?:the\s+answer|it)\s+(?:could|might|may)\s+(?:also\s+|instead\s+)?be\s*(?=\$|\\\(|-?\d)"
+    r"|\bnot\s+(?:sure|certain)\b|\bunsure\b",
+    re.I,
+)
 # "... is the answer we would get if we ignored overlaps, but ...": a conditional, not a commitment.
 _CONDITION_AFTER_RE = re.compile(r"\b(?:if|but|however|unless|except|would|only)\b", re.I)
 _DOUBT_RE = re.compile(
@@ -252,6 +269,8 @@ def _phrases(text: str) -> list[Candidate]:
         answer, end = span
         if not answer.strip() or _JUDGEMENT_RE.match(answer.strip()):
             continue
+        if _COUNTERFACTUAL_RE.search(_sentence_around(text, m.start(), m.start())):
+            continue  # "the answer would be 12 if the order mattered"
         sentence = _SENTENCE_ANSWER_RE.match(answer.strip())
         if sentence:  # "Answer: The total is 5" -> "5"
             answer = sentence.group(1)
@@ -270,8 +289,8 @@ def _value_first_phrases(text: str) -> list[Candidate]:
         if value is None:
             continue
         start = m.start() - (len(before) - value.start())
-        clause = re.split(r"[.!?](?:\s|$)|\n", text[max(0, start - 120) : start])[-1]
-        rest = re.split(r"[.!?](?:\s|$)|\n", text[m.end() : m.end() + 200])[0]
+        clause = _SENTENCE_END_RE.split(text[max(0, start - 120) : start])[-1]
+        rest = _SENTENCE_END_RE.split(text[m.end() : m.end() + 200])[0]
         if _DOUBT_RE.search(clause) or _CONDITION_AFTER_RE.search(rest):
             continue
         inner = next(g for g in value.groups() if g is not None)
@@ -285,6 +304,27 @@ def _is_hedge(fragment: str) -> bool:
         if not (_WEAK_MODAL_RE.match(m.group(0)) and _DESCRIPTION_RE.search(fragment[: m.start()])):
             return True
     return False
+
+
+def _sentence_around(text: str, start: int, end: int) -> str:
+    """The sentence that holds text[start:end], without that span."""
+    before = _SENTENCE_END_RE.split(text[max(0, start - 200) : start])[-1]
+    after = _SENTENCE_END_RE.split(text[end : end + 200])[0]
+    return f"{before} {after}"
+
+
+def _unless_aside(text: str, box: Candidate, earlier: list[Candidate]) -> Candidate:
+    """The last box, unless its sentence sets it aside ("Note that \\boxed{12} would be the answer if ...",
+    "\\boxed{-6} is rejected") right after a plain box: then that box is the answer. A revision in between
+    ("wait ...") keeps the last box."""
+    if not earlier or not _ASIDE_RE.search(_sentence_around(text, box.start, box.end)):
+        return box
+    previous = earlier[-1]
+    if _REVISION_RE.search(text[previous.end : box.start]):
+        return box
+    if _ASIDE_RE.search(_sentence_around(text, previous.start, previous.end)):
+        return box
+    return previous
 
 
 def _outputs(text: str) -> list[Candidate]:
@@ -487,6 +527,8 @@ def extract_answer(text: str) -> str | None:
     inner_boxes = [b for b in boxes if b.start >= best.start and b.end <= best.end]
     if best.kind != "box" and inner_boxes:
         best = inner_boxes[-1]
+    if best.kind == "box":
+        best = _unless_aside(text, best, [b for b in boxes if b.end <= best.start])
     if unclosed is not None and unclosed > best.start:
         return None
     tail = text[best.end :]
@@ -510,6 +552,6 @@ def extract_answer(text: str) -> str | None:
         and _is_hedge(best.text)
         or _STRONG_HEDGE_RE.search(text[best.end : best.end + 50])
     )
-    if hedged or re.search(r"answer\s+is\s+either\b", context, re.I):
+    if hedged or re.search(r"answer\s+is\s+either\b", context, re.I) or _LATER_HEDGE_RE.search(tail[:600]):
         return None
     return _clean(answer)
