@@ -13,8 +13,7 @@ import re
 import signal
 import socket
 import tempfile
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -47,43 +46,35 @@ def load_snippets(directory: Path) -> list[Snippet]:
     return snippets
 
 
-@dataclass
 class Listener:
-    """A real socket on 127.0.0.1 that counts whatever reaches it."""
+    """A real socket on 127.0.0.1. Connections and datagrams wait in the kernel's queue until `count` drains
+    them, so nothing that arrived during a snippet can be missed (no thread, no race)."""
 
-    kind: int
-    sock: socket.socket = field(init=False)
-    hits: int = 0
-
-    def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, self.kind)
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+        self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.bind(("127.0.0.1", 0))
-        if self.kind == socket.SOCK_STREAM:
-            self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        if kind == socket.SOCK_STREAM:
+            self.sock.listen(64)
+        self.sock.setblocking(False)
+        self.hits = 0
 
     @property
     def port(self) -> int:
         return self.sock.getsockname()[1]
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
+    def count(self) -> int:
+        while True:
             try:
                 if self.kind == socket.SOCK_STREAM:
-                    conn, _ = self.sock.accept()
-                    conn.close()
+                    self.sock.accept()[0].close()
                 else:
                     self.sock.recvfrom(65536)
-                self.hits += 1
-            except (TimeoutError, OSError):
-                continue
+            except (BlockingIOError, InterruptedError):
+                return self.hits
+            self.hits += 1
 
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
         self.sock.close()
 
 
@@ -142,7 +133,7 @@ class Harness:
             found.append("canary files changed")
         if self.signals:
             found.append(f"parent received {self.signals} SIGUSR1")
-        if self.tcp.hits or self.udp.hits:
+        if self.tcp.count() or self.udp.count():
             found.append(f"listeners reached: tcp {self.tcp.hits}, udp {self.udp.hits}")
         leaks = [m for m in (SECRET, *self.environ_markers) if m in result.output]
         if leaks:
