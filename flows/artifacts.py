@@ -15,6 +15,7 @@ from pipeline.io.shards import shard_paths
 
 FUNNEL_KEY = "mathaug-funnel"
 SUMMARY_KEY = "mathaug-summary"
+REPORT_KEY = "mathaug-report"
 # The UI table's columns: the funnel's own (pipeline.funnel.COLUMNS, in the order a reader follows a row's fate),
 # with the model-request breakdown folded into one "tokens" column (tokens_in + tokens_out) before "seconds".
 FOLDED_COLUMNS = ("requests", "cache_hits", "tokens_in", "tokens_out", "tokens_per_s")
@@ -57,6 +58,20 @@ def funnel_markdown(funnel: Funnel) -> str:
         cells += [f"{row[c]:,}" if isinstance(row[c], int) else f"{row[c]:,.1f}" for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def report_markdown(out_dir: Path) -> str | None:
+    """The quality report's key figures (pipeline.report: one column-wise pass, no plots) for the UI, with the
+    command that draws them; None when the output cannot be read (the build's own artifacts still show)."""
+    from pipeline.report import ReportError, report_page, scan_build
+    from pipeline.report.summary import summary_markdown as report_summary
+
+    try:
+        scan = scan_build(out_dir, samples_per_method=0)
+    except (ReportError, OSError):
+        return None
+    where = f"`mathaug report {out_dir}` draws these as plots, with sample rows, in `{report_page(out_dir)}`."
+    return report_summary(scan, where=where)
 
 
 def sample_rows(out_dir: Path, limit: int = 4, methods: list[str] | None = None) -> list[dict[str, Any]]:

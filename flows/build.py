@@ -25,7 +25,15 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner
 
 from flows import progress as progress_state
-from flows.artifacts import FUNNEL_KEY, SUMMARY_KEY, funnel_table, sample_rows, summary_markdown
+from flows.artifacts import (
+    FUNNEL_KEY,
+    REPORT_KEY,
+    SUMMARY_KEY,
+    funnel_table,
+    report_markdown,
+    sample_rows,
+    summary_markdown,
+)
 from flows.progress import FlowProgress
 from flows.runners import api_visible_to_workers, make_task_runner, parallelism
 from flows.server import temporary_server
@@ -295,6 +303,8 @@ def build_dataset(
         ),
         description=f"{result.rows:,} rows in {result.out_dir / 'data'}: how to load them, the funnel, sample rows",
     )
+    if (report := report_markdown(result.out_dir)) is not None:
+        create_markdown_artifact(key=REPORT_KEY, markdown=report, description="quality report: key figures")
     logger.info(
         "wrote %s rows to %s (%s batches computed, %s resumed)",
         f"{result.rows:,}",

@@ -254,7 +254,7 @@ def recipes() -> None:
 
 
 # Parts that own their own commands register them here (each module has ``register(app)``).
-for _module in ("pipeline.dedup.commands", "pipeline.llm.commands",
+for _module in ("pipeline.dedup.commands", "pipeline.llm.commands", "pipeline.report.commands",
                 "pipeline.sandbox.commands", "flows.commands"):
     try:
         importlib.import_module(_module).register(app)

@@ -44,7 +44,7 @@ def _size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> str:
+def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel, report: bool = False) -> str:
     methods = manifest.get("methods", [])
     split = manifest.get("split", "train")
     front = {
@@ -87,6 +87,10 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel) -> str:
     if dropped:
         lines += ["", f"Rows removed by verification, dedup or decontamination are kept aside in `dropped/`: {dropped},"
                   " each with `dropped_by`, `drop_detail` and `duplicate_of`."]
+    lines += ["", "Quality report (plots of the funnel, lengths, difficulty, answer types, duplicates, cost; sample rows): "
+              + ("[`report/index.html`](report/index.html) (refresh it with `mathaug report OUT`)" if report
+                 else "`mathaug report OUT` writes `report/index.html`")
+              + "."]
     lines += ["", "## Methods", ""]
     for method in methods:
         lines.append(f"- `{method}`: {CITATIONS.get(method, 'see mathaug docs')}")
