@@ -8,9 +8,9 @@ be written as ("half" is 1/2; "50%" is 50 or 1/2; "two dozen" is 24 or 2).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["Quantity", "numbers_in", "number_value", "quantities", "values_in"]
 
@@ -47,12 +47,13 @@ _WORDS_RE = re.compile(
     rf")\b(?P<percent>\s*(?:%|per\s*cent|percent))?",
     re.I,
 )
-_TOKEN_RE = re.compile(r"[a-z]+")
+_NOT_LETTERS = {c: " " for c in range(128) if not chr(c).isalpha()}  # str.translate table: letters and spaces
 # Words a quantity in words can start with: the big pattern is tried only where one of them stands (speed).
 _STARTERS = frozenset([*_UNITS, *_SCALES, *_MULTIPLIERS, "half", "halves", "a", "an"])
 _AFTER_ARTICLE = frozenset([*_DENOMINATORS, "dozen", "dozens"])  # "a third", "a dozen"
 _DIGIT_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_TAIL_STARTS = frozenset(" /%\\p")  # what "/ 4", "%", "\\%", " percent" begin with (skip the tail match otherwise)
 _DIGIT_TAIL_RE = re.compile(r"\s*/\s*(\d+)(?![.\d])|\s*(?:\\?%|per\s*cent\b|percent\b)")
 
 
@@ -63,8 +64,7 @@ def _exact(value: Fraction) -> Value:
     return value.numerator if value.denominator == 1 else value
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(NamedTuple):
     """One quantity in a text: where it is, the values it may stand for, and whether a rewrite must keep it.
 
     `required` is False for the value 1 ("one", "1 hour" -> "an hour", "each", "per": not checkable in words)
@@ -122,7 +122,7 @@ def _with_percent(values: set[Fraction], percent: bool) -> set[Fraction]:
 def _starts(low: str) -> list[int]:
     """Positions of the words a quantity in words may start with (few texts have many): the big pattern is
     tried only there, which keeps the gates fast."""
-    words = set(_TOKEN_RE.findall(low))
+    words = set(low.translate(_NOT_LETTERS).split())
     present = words & _STARTERS
     if not present:
         return []
@@ -211,7 +211,13 @@ def _digit_quantities(text: str) -> list[Quantity]:
             continue  # the denominator of "3/4"
         if start and (text[start - 1].isalpha() or text[start - 1] in "_."):
             continue  # "x2", "a_1": a name, not a quantity
-        if not _THOUSANDS_RE.fullmatch(token):  # "1,2,3" is a list; "1.2.3" a version: one number each
+        if token.isdigit():
+            value: Value = int(token)
+            plain = token
+        elif _THOUSANDS_RE.fullmatch(token):
+            plain = token.replace(",", "")
+            value = _exact(Fraction(plain)) if "." in plain else int(plain)
+        else:  # "1,2,3" is a list; "1.2.3" a version: one number each
             for part in re.finditer(r"\d+", token):
                 value = int(part.group(0))
                 out.append(
@@ -225,11 +231,9 @@ def _digit_quantities(text: str) -> list[Quantity]:
                     )
                 )
             continue
-        plain = token.replace(",", "")
-        value: Value = _exact(Fraction(plain)) if "." in plain else int(plain)
         end = m.end()
         values = {value}
-        tail = _DIGIT_TAIL_RE.match(text, end)
+        tail = _DIGIT_TAIL_RE.match(text, end) if text[end : end + 1] in _TAIL_STARTS else None
         if tail:
             end = tail.end()
             if tail.group(1):  # "3/4"
@@ -278,11 +282,14 @@ def numbers_in(text: str, *, words: bool = True) -> set[str]:
 
 
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$")
 
 
 def number_value(answer: str) -> Fraction | None:
     """Exact value of a numeric answer ("$1,200", "\\frac{3}{5}", "25\\%", "35 years", "0.5"); None otherwise."""
+    if _PLAIN_NUMBER.fullmatch(answer):
+        return Fraction(answer)
     s = _TEXT_WRAPPER.sub(r" \1 ", answer).strip()
     s = re.sub(r"\\[,;!: ]|\\\$|\$|\\left|\\right|\^\{?\\circ\}?|°", " ", s).strip()
     s = re.sub(r"\s+[a-zA-Z][a-zA-Z ]*\.?$", "", s).strip()  # a unit word: "35 years"

@@ -66,7 +66,7 @@ _COMPARATIVE_AFTER_RE = re.compile(
 # It asks: a question mark, "what" / "how many", multiple-choice options, an imperative ("Find", "…, compute")
 # or an interrogative opening a sentence ("Which …", not the relative ", when Jolene was 15").
 _ASKS_RE = re.compile(
-    r"\?|\bwhat\b|\bhow\s+(?:many|much|long|far|old|often|fast|tall|big)\b"
+    r"\?|=\s*\$?\s*$|\bwhat\b|\bhow\s+(?:many|much|long|far|old|often|fast|tall|big)\b"
     r"|\(A\)[^\n]{0,400}?\(B\)"
     r"|(?:^|[.!:;,\n}\])$][\s$\\\])}]*|\b(?:please|then|now|and)\s+)(?:(?:completely|fully)\s+)?"
     r"(?:find|rewrite|remove|sum|compute|calculate|determine|evaluate|simplify|solve|express|show|prove|give|write"

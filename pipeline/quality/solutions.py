@@ -53,7 +53,7 @@ _TAKEN_BACK_RE = re.compile(
 _ASSIGNMENT_RE = re.compile(r"(?<![\w\\])[a-zA-Z]\w*\s*=\s*-?\d")
 _RESULT_RE = re.compile(
     r"(?:=|\b(?:is|are|was|were|equals|be)\b)(?:\s+(?:\w+ly|now|only|just|a\s+total\s+of|total|about))*[\s$\\(]*"
-    r"(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})",
+    r"(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})(?![\d.]*[a-zA-Z(^_{])",  # "= 26y" is no value
     re.I,
 )
 _COMPUTATION_RE = re.compile(
@@ -115,9 +115,10 @@ def _revised_between(text: str, start: int, end: int) -> bool:
 
 
 def _sentence_start(text: str, pos: int) -> int:
-    """Start of the sentence or line holding `pos`."""
-    boundary = last_match(_SENTENCE_BOUNDARY_RE, text, 0, pos)
-    return boundary.end() if boundary else 0
+    """Start of the sentence or line holding `pos` (looked for in the 600 characters before it)."""
+    window = max(0, pos - 600)
+    boundary = last_match(_SENTENCE_BOUNDARY_RE, text, window, pos)
+    return boundary.end() if boundary else window
 
 
 def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int, int, str]]) -> bool:
@@ -127,12 +128,16 @@ def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int,
         if _differs(value, final) and not _revised_between(text, b_end, start):
             return True
     prefix = text[: _sentence_start(text, start)]
+    if "answer" not in prefix.lower() and "####" not in prefix:
+        return False
     commitment = last_match(_STRONG_COMMIT_RE, prefix)
     if commitment is None:
         return False
     if not _SENTENCE_END_RE.search(text, commitment.end(), start):
         return False  # "the answer is 9! = \boxed{362880}": one chain ending in the final answer
     previous = extract_answer(prefix[commitment.start() :])
+    if previous is not None:  # "The answer is therefore 3."
+        previous = re.sub(r"^(?:therefore|thus|hence|so|then|clearly)\s+", "", previous, flags=re.I)
     if previous is None or not re.search(r"[\d\\$]", previous) or not _differs(previous, final):
         return False
     return not _revised_between(text, commitment.end(), start)
