@@ -202,9 +202,10 @@ _VALUE_BEFORE_RE = re.compile(
 _SENTENCE_END_RE = re.compile(r"[.!?][$\"')\]]*(?:\s|$)|\n")
 # A sentence that sets a value aside: a note, a counterfactual ("would ... if"), a rejected or failing value.
 _COUNTERFACTUAL_RE = re.compile(r"\bwould\b[^.]*\bif\b|\bif\b[^.]*\bwould\b", re.I)
-_ASIDE_RE = re.compile(
-    r"\bnote\s+that\b|\bnote:|\baside\b|\bfor\s+example\b|\be\.g\.|\bwould\b[^.]*\bif\b|\bif\b[^.]*\bwould\b|"
-    r"\bnot\s+the\s+answer\b|\bfails?\b|\b(?:is|are)\s+(?:rejected|extraneous|wrong|incorrect|invalid)\b",
+_ASIDE_BEFORE_RE = re.compile(r"\b(?:note\s+that|note:|aside|for\s+example|e\.g\.|compare)\b[^.]*$", re.I)
+_ASIDE_AFTER_RE = re.compile(
+    r"^[\s$.,)]*(?:fails?\b|does\s*n[o']t\s+work|is\s+(?:rejected|extraneous|wrong|incorrect|invalid|not\s+the\s+answer)\b"
+    r"|would\b)",
     re.I,
 )
 # After the answer, the text doubts it between values ("The answer could be 5 or 6", "I am not sure").
@@ -317,14 +318,24 @@ def _unless_aside(text: str, box: Candidate, earlier: list[Candidate]) -> Candid
     """The last box, unless its sentence sets it aside ("Note that \\boxed{12} would be the answer if ...",
     "\\boxed{-6} is rejected") right after a plain box: then that box is the answer. A revision in between
     ("wait ...") keeps the last box."""
-    if not earlier or not _ASIDE_RE.search(_sentence_around(text, box.start, box.end)):
+    if not earlier or not _is_aside(text, box):
         return box
     previous = earlier[-1]
-    if _REVISION_RE.search(text[previous.end : box.start]):
-        return box
-    if _ASIDE_RE.search(_sentence_around(text, previous.start, previous.end)):
+    if _REVISION_RE.search(text[previous.end : box.start]) or _is_aside(text, previous):
         return box
     return previous
+
+
+def _is_aside(text: str, box: Candidate) -> bool:
+    """The box's own sentence sets it aside: "note that \\boxed{X}", "\\boxed{X} fails / is rejected / would ...",
+    or a counterfactual ("would ... if")."""
+    before = _SENTENCE_END_RE.split(text[max(0, box.start - 200) : box.start])[-1]
+    after = _SENTENCE_END_RE.split(text[box.end : box.end + 200])[0]
+    return bool(
+        _ASIDE_BEFORE_RE.search(before)
+        or _ASIDE_AFTER_RE.match(after)
+        or _COUNTERFACTUAL_RE.search(f"{before} {after}")
+    )
 
 
 def _outputs(text: str) -> list[Candidate]:
