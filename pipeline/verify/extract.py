@@ -292,8 +292,8 @@ def _value_first_phrases(text: str) -> list[Candidate]:
         start = m.start() - (len(before) - value.start())
         clause = _SENTENCE_END_RE.split(text[max(0, start - 120) : start])[-1]
         rest = _SENTENCE_END_RE.split(text[m.end() : m.end() + 200])[0]
-        if _DOUBT_RE.search(clause) or _CONDITION_AFTER_RE.search(rest):
-            continue
+        if _DOUBT_RE.search(clause) or _CONDITION_AFTER_RE.search(rest) or _BOX_RE.search(clause):
+            continue  # a box earlier in the sentence is what "which is the answer" refers to
         inner = next(g for g in value.groups() if g is not None)
         out.append(Candidate(start, m.end(), inner, "phrase"))
     return out
