@@ -73,10 +73,19 @@ def show_sample(stage, seeds: list[dict], count: int) -> None:
     parents = {s["id"]: s for s in seeds}
     for k, rec in enumerate(random.Random(2026).sample(out, min(count, len(out)))):
         parent = parents[rec["parent_ids"][0]]
-        old, new = TOKEN.findall(parent["question"]), iter(TOKEN.findall(rec["question"]))
-        marked = TOKEN.sub(lambda m, o=iter(old): f"[{next(o)}→{next(new)}]", parent["question"])
-        marked = re.sub(r"\[([^\]→]+)→\1\]", r"\1", marked)  # unchanged numbers unmarked
+        marked = mark_changes(parent["question"], rec["question"])
         print(f"{k + 1:3d} {parent['source'].get('seed_id', '')} answer {rec['answer']}: {marked}\n")
+
+
+def mark_changes(original: str, variant: str) -> str:
+    """The original question with each number the variant changed written [old→new]."""
+    new_numbers = iter(TOKEN.findall(variant))
+
+    def mark(m: re.Match) -> str:
+        new = next(new_numbers, "?")
+        return m.group(0) if new == m.group(0) else f"[{m.group(0)}→{new}]"
+
+    return TOKEN.sub(mark, original)
 
 
 def main() -> None:

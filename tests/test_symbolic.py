@@ -237,8 +237,11 @@ PARTY_S = (
         (CHEERLEADERS_Q, CHEERLEADERS_S, "ambiguous_equal_step_results"),
         # the second 4 of "4 * 4" is the word "four", the first Dorothy's 4 friends
         (FRIENDS_Q, FRIENDS_S, "ambiguous_number_word_or_unit"),
-        # 3 complexes and 3 collections a week are two quantities that happen to be equal
-        (GARBAGE_Q, GARBAGE_S, "ambiguous_equal_question_numbers"),
+        # 3 complexes and 3 collections a week are two quantities that happen to be equal; "200+200" (the first
+        # two complexes) already stops it: a number added to itself is usually a count written elsewhere
+        (GARBAGE_Q, GARBAGE_S, "question_number_twice_in_one_step"),
+        (GARBAGE_Q, GARBAGE_S.replace("200+200=<<200+200=400>>400", "2*200=<<2*200=400>>400"),
+         "ambiguous_equal_question_numbers"),
         # the 60 of "60*60/100" is once the item count, once the prose's 100% - 40%
         (QUIZ_Q, QUIZ_S, "ambiguous_percent_complement"),
         # the 10-hour shift and the $10 wage are equal
@@ -256,6 +259,20 @@ PARTY_S = (
          "equal to give (200+10)/3 = <<(200+10)/3=70>>70 in each group.\nNow taking the 10 away from one group "
          "gives the number of the smallest group as 70-10 = <<70-10=60>>60 students.\n#### 60",
          "unused_question_number"),
+        # GSM8K train: "to work and back" is an unstated 2 that equals the 2 hours
+        ("Kyle bikes for 2 hours to work every day. Ten times the time he takes to travel to work and back is the "
+         "same as the cost of buying a pack of snacks (in dollars). How much will Ryan pay, in dollars, to buy 50 "
+         "packs of snacks?",
+         "A round trip to work and back takes 2*2 = <<2*2=4>>4 hours\nTen times the time Kyle takes to travel to "
+         "work and back is the same as the cost of buying a pack of snacks, meaning the packs are sold at 4*10 = "
+         "$<<10*4=40>>40 each\nRyan will pay $40*50=$<<40*50=2000>>2000 to buy 50 packs of snacks?\n#### 2000",
+         "ambiguous_unstated_constant"),
+        # GSM8K test: Monday, Wednesday and Friday are 3 days, and the 3 miles equal them
+        ("Sam ran 3 miles on Monday, Wednesday and Friday.  On Tuesday and Thursday, Sam ran 5 miles.  How many "
+         "miles did Sam run this week?",
+         "On Monday, Wednesday and Friday, Mike ran 3 * 3 = <<3*3=9>>9 miles\nOn Tuesday and Thursday, he ran 5 * 2 "
+         "= <<5*2=10>>10 miles\nDuring the 5 days together, he ran a total of 10 + 9 = <<10+9=19>>19 miles\n#### 19",
+         "ambiguous_number_word_or_unit"),
     ],
 )
 def test_uncertain_links_are_rejected(question, solution, reason):
@@ -328,3 +345,20 @@ def test_draws_stay_in_a_relative_range():
 def test_version_is_bumped_so_old_variants_are_recomputed():
     # variants made before issue 11 (VERSION 1) could carry wrong answers; the resume key must not reuse them
     assert VERSION != "1"
+
+
+def test_like_quantities_keep_their_order():
+    """A rectangle's long side stays the longer one; a discounted price stays below the normal one."""
+    question = (
+        "His backyard fence is a rectangle that measures 20 feet on the long side and 15 feet on the short side. "
+        "How many feet of crepe paper does James need to buy?"
+    )
+    solution = "The fence is 2*(20+15)=<<2*(20+15)=70>>70 feet long.\n#### 70"
+    for question_text, _, answer in variants_of(question, solution):
+        long_side, short_side = numbers(question_text)
+        assert short_side < long_side and Fraction(answer) == 2 * (long_side + short_side)
+    prices = "A shirt costs $30 on sale and $40 normally. How much do 4 shirts on sale save?"
+    saving = "Each saves 40-30=<<40-30=10>>10.\n4 save 4*10=<<4*10=40>>40.\n#### 40"
+    for question_text, _, answer in variants_of(prices, saving):
+        sale, normal, shirts = numbers(question_text)
+        assert sale < normal and Fraction(answer) == shirts * (normal - sale)

@@ -130,13 +130,19 @@ ORDINAL_WORDS = {
 AGE_AFTER = re.compile(r"^[\s-]*years?[\s-]*old\b|^[\s-]*year-old")
 AGE_BEFORE = re.compile(r"\b(?:age|aged|ages)\s+(?:of\s+)?$", re.I)
 MAX_AGE = 100
-# words after a number that name no quantity, so they say nothing about which numbers may be compared
+# words after a number that name no quantity, so they say nothing about which numbers may be compared; units
+# ("20 feet on the long side, 15 feet on the short side") do, and money amounts all compare with each other
 NOT_A_NOUN = {
     "a", "an", "the", "per", "each", "every", "of", "and", "or", "more", "less", "fewer", "times", "to", "in",
     "for", "from", "at", "on", "is", "are", "was", "were", "than", "as", "with", "by", "percent", "other",
-    "total", "minutes", "hours", "days", "weeks", "months", "years", "seconds", "dollars", "cents", "hour",
-    "minute", "day", "week", "month", "year", "second", "dollar", "cent", "time", "feet", "inches",
+    "total", "time",
 }
+MONEY = "$"
+# a list of named days or months ("on Monday, Wednesday and Friday") counts them: the count is a value the
+# question fixes, and a question number equal to it is ambiguous
+_DAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|may|june|july|" \
+    r"august|september|october|november|december)s?"
+NAMED_LIST = re.compile(rf"\b{_DAY}(?:\s*(?:,|,?\s+and|,?\s+or)\s+{_DAY})+\b", re.I)
 
 
 def parse_number(text: str) -> Fraction:
@@ -370,6 +376,9 @@ def _question_numbers(question: str) -> tuple[list[Variable], dict[Fraction, str
                 stated.setdefault(Fraction(v), m.group(0))
     for m in DEFINITION.finditer(question):
         stated.setdefault(parse_number(m.group(1) or m.group(2)), "definition")
+    for m in NAMED_LIST.finditer(question):
+        count = len(re.findall(_DAY, m.group(0), re.I))
+        stated.setdefault(Fraction(count), m.group(0))
     for m in ORDINAL.finditer(question):
         nth = int(m.group(1)) if m.group(1) else ORDINAL_WORDS[m.group(2).lower()]
         for v in (nth, nth - 1):
@@ -393,7 +402,7 @@ def _question_numbers(question: str) -> tuple[list[Variable], dict[Fraction, str
             Variable(
                 value, text, m.start(), m.end(), percent, decimals_of(text),
                 cap=natural_cap(question, m.start(), m.end()),
-                noun=None if percent or before.endswith("$") else _noun_after(question.lower(), m.end()),
+                noun=None if percent else MONEY if before.endswith("$") else _noun_after(question.lower(), m.end()),
             )
         )
     return variables, stated
@@ -416,6 +425,9 @@ def _candidates(
                 found.append(("cplf", i))
     if value in stated:
         found.append(("const", value))
+    if value in HIDDEN_CONSTANTS_ALLOWED and value not in stated and any(kind == "var" for kind, _ in found):
+        # "bikes 2 hours to work ... to work and back: 2*2": the unstated 2 hides behind the question's 2
+        found.append(("hidden", value))
     complement = any(kind in ("cpl", "cplf") for kind, _ in found)
     if value in prose and not complement:  # "100% - 40% = 60%" is the complement the chain already knows
         found.append(("prose", value))
@@ -434,6 +446,8 @@ def _ambiguity_reason(found: list[tuple[str, Any]]) -> str:
         return "ambiguous_prose_arithmetic"
     if kinds.count("step") > 1:
         return "ambiguous_equal_step_results"
+    if "hidden" in kinds:
+        return "ambiguous_unstated_constant"
     return "ambiguous_operand"
 
 
@@ -489,6 +503,10 @@ def build_template(question: str, solution: str) -> Template:
                 constants.add(ref)
             elif kind != "step":
                 variables[ref].used = True
+            if kind == "var" and (kind, ref) in step.refs:
+                # "3*3" for "3 miles on Monday, Wednesday and Friday": a number times itself is mostly a count
+                # the solver read elsewhere in the story, which happens to equal it
+                raise TemplateError("question_number_twice_in_one_step")
             step.refs.append((kind, ref))
         # the result's natural bound, when the solution's words after it say what it is ("90 years old")
         number = re.match(r"\s*\$?[\d,.]*\d", solution[ann.end() :])
