@@ -19,7 +19,8 @@ Layers, each attempted and reported in the ``ready`` message (the parent logs wh
    can be signalled or read); otherwise capabilities are dropped inside the user namespace. No-new-privs.
 4. Landlock (Linux >= 5.13): writes only under /tmp, reads only of the exposed tree, no execve at all; with
    newer ABIs also no TCP bind/connect and no signals to processes outside the sandbox.
-5. seccomp-BPF: no nested namespaces, mounts, ptrace, keyrings, BPF, io_uring, userfaultfd or modules.
+5. seccomp-BPF: no execve, no nested namespaces, mounts, ptrace, keyrings, BPF, io_uring, userfaultfd or
+   modules.
 6. per call, in the child: hard RLIMIT_CPU/AS/NPROC/FSIZE/NOFILE/CORE, stdin from /dev/null, input() and
    the shell/exec entry points replaced by functions that raise (the kernel layers block them anyway).
 """
@@ -274,13 +275,15 @@ def isolate(settings: dict, report: dict) -> None:
         report["mechanisms"]["new_root"] = True
     except (SetupError, OSError) as exc:
         report["missing"].append(f"private root ({exc})")
-    if is_root:
+    if is_root and report["mechanisms"].get(
+        "new_root"
+    ):  # else main() decides (the interpreter may be unreachable)
         os.setgroups([])
         os.setresgid(sandbox_uid, sandbox_uid, sandbox_uid)
         os.setresuid(sandbox_uid, sandbox_uid, sandbox_uid)
         report["mechanisms"]["uid"] = sandbox_uid
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it
-    else:
+    elif not is_root:
         try:
             drop_capabilities()
             report["mechanisms"]["capabilities_dropped"] = True
@@ -362,8 +365,9 @@ def landlock(settings: dict, report: dict, workdir: str, in_new_root: bool) -> N
     report["mechanisms"].update(landlock_abi=abi, landlock_net=bool(net), landlock_signal_scope=bool(scoped))
 
 
-# Syscalls no math snippet needs and that widen the kernel's attack surface (nested namespaces, mounts,
-# ptrace, keyrings, BPF, io_uring, userfaultfd, modules). clone is allowed without namespace flags.
+# Syscalls no math snippet needs: starting programs, and what widens the kernel's attack surface (nested
+# namespaces, mounts, ptrace, keyrings, BPF, io_uring, userfaultfd, modules). clone without namespace flags
+# (fork, threads) stays allowed.
 # Numbered alike on every architecture (added to the kernel after the tables were unified).
 SECCOMP_DENY_UNIFIED = {
     "io_uring_setup": 425,
@@ -379,6 +383,8 @@ SECCOMP_DENY_UNIFIED = {
 }
 SECCOMP_DENY = {
     "x86_64": {
+        "execve": 59,
+        "execveat": 322,
         "unshare": 272,
         "setns": 308,
         "mount": 165,
@@ -400,6 +406,8 @@ SECCOMP_DENY = {
         "process_vm_writev": 311,
     },
     "aarch64": {
+        "execve": 221,
+        "execveat": 281,
         "unshare": 97,
         "setns": 268,
         "mount": 40,
