@@ -1,10 +1,13 @@
 """Find the final answer a model committed to in free text.
 
 Every explicit commitment is a candidate: `\\boxed{}` / `\\fbox{}` (nested braces), GSM8K `#### N`, Minerva
-"Final Answer: The final answer is $X$. I hope it is correct.", "the answer is X" in several languages. The
-latest one in the text wins, so a revision ("wait ... so the answer is 14") beats an earlier box. A code
-block's printed output is used only when nothing else was committed. No commitment, a hedge between values,
-or a truncated output give None: the extractor never guesses (no "last number in the text" fallback).
+"Final Answer: The final answer is $X$. I hope it is correct.", "the answer is X" in several languages, "Answer $X$"
+and "So $X$ is the answer." The latest one in the text wins, so a revision ("wait ... so the answer is 14") beats
+an earlier box; boxes joined only by a conjunction, or boxing parts (a), (b), ... of one question, are one answer;
+a box its own sentence sets aside ("note that \\boxed{12} would be ... if") does not replace the box before it.
+A code block's printed output is used only when nothing else was committed. No commitment, a hedge between values,
+doubt after the answer, or a truncated output give None: the extractor never guesses (no "last number" fallback).
+See docs/verification.md for the conventions.
 """
 
 from __future__ import annotations
