@@ -111,6 +111,7 @@ NATURAL_BOUNDS = (
     (r"seconds?|secs?", r"minute", 60),
     (r"days?", r"week", 7),
     (r"months?", r"year", 12),
+    (r"days?", r"february", 29),
     (r"days?", r"month", 31),
     (r"degrees?", r"ground|angle|horizon|incline|slope", 90),
 )
