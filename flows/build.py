@@ -50,8 +50,9 @@ from pipeline.build import (
 from pipeline.io.rundir import run_lock
 from pipeline.recipe import Recipe, load_recipe, resolve_recipe_path
 
-# Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20).
-TEMPORARY_SERVER_TIMEOUT_S = 90
+# Seconds `mathaug build` waits for its temporary Prefect server to start (Prefect's default is 20; a first
+# start creates the database, which took 100 s with the 2 cores shared by a dozen processes).
+TEMPORARY_SERVER_TIMEOUT_S = 180
 # A task is at least about this much work (seconds) when batches are cheap: see TaskMapper.
 TARGET_TASK_S = 2.0
 # Waits between attempts of a failed batch (the last one repeats when retries are many).

@@ -51,7 +51,7 @@ class RichReporter:
             self.progress.update(task, completed=self.progress.tasks[task].total)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text)
+        self.progress.console.print(text, soft_wrap=True, highlight=False, markup=False)  # one line, not cut
 
 
 def progress_bar() -> Progress:
