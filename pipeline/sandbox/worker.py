@@ -181,6 +181,16 @@ class NewRoot:
     def build(self) -> None:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _mount("tmpfs", self.base, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        # /tmp first: a Python installed under /tmp (a CI checkout, say) is then bound inside it, read-only.
+        tmp = self.target(SANDBOX_TMP)
+        os.makedirs(tmp, exist_ok=True)
+        _mount(
+            "tmpfs",
+            tmp,
+            "tmpfs",
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            f"size={self.tmp_mb}m,mode=0700,uid={self.uid},gid={self.gid}",
+        )
         for path in sorted(readonly_paths(), key=len):
             self.expose(path)
         for path in (
@@ -204,15 +214,6 @@ class NewRoot:
             ("stderr", "/proc/self/fd/2"),
         ):
             os.symlink(link, os.path.join(dev, name))
-        tmp = self.target(SANDBOX_TMP)
-        os.makedirs(tmp, exist_ok=True)
-        _mount(
-            "tmpfs",
-            tmp,
-            "tmpfs",
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            f"size={self.tmp_mb}m,mode=0700,uid={self.uid},gid={self.gid}",
-        )
         os.makedirs(self.target("/proc"), exist_ok=True)
         try:
             _mount("proc", self.target("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -657,8 +658,11 @@ def kill_leftovers(child: int) -> bool:
     return False
 
 
-def wipe(workdir: str) -> None:
+def wipe(workdir: str, keep: frozenset[str] = frozenset()) -> None:
+    """Empty the working directory after a call (`keep`: read-only Python directories bound inside it)."""
     for entry in os.scandir(workdir):
+        if entry.name in keep:
+            continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -727,7 +731,7 @@ def run_one(request: dict, proto_fds: list[int], devnull: int, workdir: str) -> 
     healthy = kill_leftovers(child)
     for fd in (out_r, res_r) + ((pidfd,) if pidfd is not None else ()):
         os.close(fd)
-    wipe(workdir)
+    wipe(workdir, request["_keep"])
     if timed_out:
         return {
             "status": "timeout",
@@ -799,6 +803,8 @@ def main() -> None:
         seccomp_filter(report)
     except SetupError as exc:
         report["missing"].append(str(exc))
+    tmp_prefix = workdir.rstrip("/") + "/"
+    keep = frozenset(p[len(tmp_prefix) :].split("/")[0] for p in python_paths() if p.startswith(tmp_prefix))
     real_root = os.geteuid() == 0 and not report["mechanisms"].get("user_namespace")
     if real_root:
         report["missing"].append(
@@ -819,6 +825,7 @@ def main() -> None:
         request = json.loads(line)
         request["_globals"] = dict(template)
         request["_real_root"] = real_root
+        request["_keep"] = keep
         reply(run_one(request, [proto_in, proto_out], devnull, workdir))
 
 
