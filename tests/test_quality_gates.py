@@ -276,7 +276,8 @@ def test_what_is_not_a_contradiction():
     )
     inline = "So $a = 3$ and $b = 8$, and $10a + b = \\boxed{38}$."
     combined = "So $a = 3$ and $b = 8,$ and the final answer is $\\boxed{38}.$"
-    for text in (rounding, percent, later_step, inline, combined):
+    premise = "There are 30 * 2 = 60 people in total, since there are 2 teams.\nThe final answer is \\boxed{60}."
+    for text in (rounding, percent, later_step, inline, combined, premise):
         assert solution_problems(text) == [], text
 
 

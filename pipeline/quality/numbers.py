@@ -53,7 +53,9 @@ _STARTERS = frozenset([*_UNITS, *_SCALES, *_MULTIPLIERS, "half", "halves", "a", 
 _AFTER_ARTICLE = frozenset([*_DENOMINATORS, "dozen", "dozens"])  # "a third", "a dozen"
 _DIGIT_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _THOUSANDS_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
-_TAIL_STARTS = frozenset(" /%\\p")  # what "/ 4", "%", "\\%", " percent" begin with (skip the tail match otherwise)
+_TAIL_STARTS = frozenset(
+    " /%\\p"
+)  # what "/ 4", "%", "\\%", " percent" begin with (skip the tail match otherwise)
 _DIGIT_TAIL_RE = re.compile(r"\s*/\s*(\d+)(?![.\d])|\s*(?:\\?%|per\s*cent\b|percent\b)")
 
 
@@ -62,6 +64,10 @@ Value = int | Fraction  # equal ints and Fractions hash alike; ints keep the com
 
 def _exact(value: Fraction) -> Value:
     return value.numerator if value.denominator == 1 else value
+
+
+_HALF = Fraction(1, 2)
+_NOT_REQUIRED = frozenset({0, 1, Fraction(1, 100)})  # "one", "zero", "one percent": not checkable in words
 
 
 class Quantity(NamedTuple):
@@ -104,19 +110,18 @@ def _cardinal_value(phrase: str) -> int | None:
     return total + current if seen else None
 
 
-def _word_amount(phrase: str) -> Fraction | None:
+def _word_amount(phrase: str) -> Value | None:
     """A cardinal or the article standing for 1 ("a third"), or "half a" (1/2)."""
     p = phrase.lower().strip()
     if p in ("a", "an"):
-        return Fraction(1)
+        return 1
     if re.fullmatch(r"half\s+an?", p):
-        return Fraction(1, 2)
-    value = _cardinal_value(p)
-    return None if value is None else Fraction(value)
+        return _HALF
+    return _cardinal_value(p)
 
 
-def _with_percent(values: set[Fraction], percent: bool) -> set[Fraction]:
-    return values | {v / 100 for v in values} if percent else values
+def _with_percent(values: set[Value], percent: bool) -> set[Value]:
+    return values | {_exact(Fraction(v) / 100) for v in values} if percent else values
 
 
 def _starts(low: str) -> list[int]:
@@ -149,46 +154,48 @@ def _word_quantities(text: str) -> list[Quantity]:
         if m is None:
             continue
         done = m.end()
-        values: set[Fraction] = set()
-        value: Fraction | None = None
-        g = m.groupdict()
-        if g["mixed"]:
-            whole = _word_amount(g["mixed"])
-            part = Fraction(1, _DENOMINATORS[g["mixed_denom"].lower()])
-            if whole is not None:
-                value = whole + part
-                values = {value, whole, part}
-        elif g["dozens"]:
-            count = _word_amount(g["dozens"])
-            if count is not None:
-                value = count * 12
-                values = {value, count, Fraction(12)}
-        elif g["denom"]:
-            num = _word_amount(g["num"])
-            if num is not None:
-                value = num / _DENOMINATORS[g["denom"].lower()]
-                values = {value}
-                if g["denom"].lower().startswith("quarter"):
-                    values.add(num * 25)  # coins: "a quarter" is also 25 cents
-        elif g["half"]:
-            value = Fraction(1, 2)
-            values = {value}
-        elif g["mult"]:
-            value = Fraction(_MULTIPLIERS[g["mult"].lower()])
-            values = {value}
-        elif g["cardinal"]:
-            value = _cardinal_value(g["cardinal"])
-            if value is None:  # several numbers side by side: one quantity each
-                out.extend(_word_quantities_each(m))
-                continue
-            value = Fraction(value)
-            values = {value}
-        if value is None:
+        found = _word_match_values(m)
+        if found is None:  # several numbers side by side ("five six"): one quantity each
+            out.extend(_word_quantities_each(m))
             continue
+        value, values = found
         values = _with_percent(values, bool(m.group("percent")))
-        required = not values <= {Fraction(0), Fraction(1), Fraction(1, 100)}
-        out.append(Quantity(m.start(), m.end(), m.group(0), frozenset(values), value, required))
+        out.append(
+            Quantity(m.start(), m.end(), m.group(0), frozenset(values), value, not values <= _NOT_REQUIRED)
+        )
     return out
+
+
+def _word_match_values(m: re.Match[str]) -> tuple[Value, set[Value]] | None:
+    """(the value as written, the values it may stand for) of one match of the words pattern."""
+    g = m.groupdict()
+    if g["mixed"]:  # "one and a half"
+        whole = _word_amount(g["mixed"])
+        part = Fraction(1, _DENOMINATORS[g["mixed_denom"].lower()])
+        return None if whole is None else (whole + part, {whole + part, whole, part})
+    if g["dozens"]:  # "two dozen", "half a dozen"
+        count = _word_amount(g["dozens"])
+        return (
+            None
+            if count is None
+            else (_exact(Fraction(count) * 12), {_exact(Fraction(count) * 12), count, 12})
+        )
+    if g["denom"]:  # "two thirds", "a quarter"
+        num = _word_amount(g["num"])
+        if num is None:
+            return None
+        value = _exact(Fraction(num) / _DENOMINATORS[g["denom"].lower()])
+        coins = (
+            {_exact(Fraction(num) * 25)} if g["denom"].lower().startswith("quarter") else set()
+        )  # 25 cents
+        return value, {value} | coins
+    if g["half"]:
+        return _HALF, {_HALF}
+    if g["mult"]:
+        value = _MULTIPLIERS[g["mult"].lower()]
+        return value, {value}
+    value = _cardinal_value(g["cardinal"])
+    return None if value is None else (value, {value})
 
 
 def _word_quantities_each(m: re.Match[str]) -> list[Quantity]:
@@ -197,8 +204,9 @@ def _word_quantities_each(m: re.Match[str]) -> list[Quantity]:
         value = _cardinal_value(w.group(0))
         if value is not None:
             start = m.start() + w.start()
-            v = Fraction(value)
-            out.append(Quantity(start, start + len(w.group(0)), w.group(0), frozenset({v}), v, value > 1))
+            out.append(
+                Quantity(start, start + len(w.group(0)), w.group(0), frozenset({value}), value, value > 1)
+            )
     return out
 
 

@@ -33,6 +33,7 @@ _EXAMPLE_RE = re.compile(r"\bfor\s+(?:example|instance)\b|\be\.g\.|\breminder\b|
 _SOLUTION_MARKER_RE = re.compile(
     r"\\boxed|(?:^|\n)\s*####"
     r"|(?:^|\n)\s*[*#_]*\s*(?:solution|step\s*\d+|final\s+answer|answer)\s*[*_]*\s*[:：]"
+    r"|(?:^|\n)\s*(?:#+|\*\*)\s*(?:solution|step\s*\d+|final\s+answer|answer)\b"  # a heading
     r"|\b(?:the|final|correct)\s+answer\s+(?:is|would\s+be|=)\s*:?\s*[$\\]?\s*-?\d"
     r"|\blet(?:'s|\s+us)\s+(?:solve|calculate|compute|break\s+(?:it|this)|figure|work\s+(?:it|this|out)|add|subtract|multiply|divide)\b"
     r"|\bto\s+solve\s+(?:this|the\s+problem)\b"
@@ -81,6 +82,8 @@ _META_RE = re.compile(
     r"|updated|adapted|new\s+version|version|new\s+problem|problem|question)\b"
     r"|(?:^|\n)\s*[*#_]*\s*(?:(?:rewritten|revised|reworded|modified|updated|original|new|adapted|persona[- ]?based)"
     r"\s+)?(?:math\s+|word\s+)?(?:problem|question|version)\s*[*_]*\s*[:：]"
+    r"|(?:^|\n)\s*(?:#+|\*\*)\s*(?:rewritten|revised|reworded|modified|updated|original|new|adapted)\s+"
+    r"(?:math\s+|word\s+)?(?:problem|question|version)\b"  # a heading
     r"|\bnote\s*[:：][^\n]{0,160}?(?:\brewrit\w*|\boriginal\s+(?:problem|question)|\bpersona\b"
     r"|\b(?:have|has|were|was)\s+been\s+(?:kept|changed|adjusted|modified|preserved|replaced)\b"
     r"|\b(?:kept|changed|preserved|replaced)\s+(?:the|all|every)\b)"
