@@ -276,8 +276,11 @@ def test_what_is_not_a_contradiction():
     )
     inline = "So $a = 3$ and $b = 8$, and $10a + b = \\boxed{38}$."
     combined = "So $a = 3$ and $b = 8,$ and the final answer is $\\boxed{38}.$"
-    premise = "There are 30 * 2 = 60 people in total, since there are 2 teams.\nThe final answer is \\boxed{60}."
-    for text in (rounding, percent, later_step, inline, combined, premise):
+    premise = (
+        "There are 30 * 2 = 60 people in total, since there are 2 teams.\nThe final answer is \\boxed{60}."
+    )
+    both = "The fourth child is 10 - 2 = 8 years old, and Jolene is 35 years old.\nThe final answer is \\boxed{8}."
+    for text in (rounding, percent, later_step, inline, combined, premise, both):
         assert solution_problems(text) == [], text
 
 

@@ -144,27 +144,31 @@ def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int,
     return not _revised_between(text, commitment.end(), start)
 
 
-def _last_result(before: str) -> Fraction | None:
-    """The value the working ends on: the last "= value" / "is value" of the last sentence with a number in it,
-    when nothing else follows it there (a value followed by more numbers is an intermediate step)."""
+def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
+    """The value the working ends on, and every value its last sentence states.
+
+    The ending value is the last "= value" / "is value" of the last sentence with a number in it, when nothing
+    else follows it there (a value followed by more numbers or words is an intermediate step): None otherwise.
+    """
     tail = [s for s in sentences(before) if s.strip()]
     while tail and not re.search(r"\d", tail[-1]) and len(tail[-1].strip()) < 40:
         tail.pop()
     if not tail:
-        return None
+        return None, []
     last_sentence = tail[-1]
     reason = _REASON_CLAUSE_RE.search(last_sentence)
     if reason:  # "… = 60 people, since there are 2 sexes": what follows is a premise, not the result
         last_sentence = last_sentence[: reason.start()]
-    result = last_match(_RESULT_RE, last_sentence)
-    if result is None:
-        return None
-    after = last_sentence[result.end() :]
+    results = list(_RESULT_RE.finditer(last_sentence))
+    stated = [v for v in (number_value(r.group(1).replace(" ", "")) for r in results) if v is not None]
+    if not results:
+        return None, stated
+    after = last_sentence[results[-1].end() :]
     if re.search(r"\d", after) or len(re.findall(r"[A-Za-z]+", after)) > 4:
-        return None  # more work follows the value: it is an intermediate step
+        return None, stated  # more work follows the value: it is an intermediate step
     if len(_ASSIGNMENT_RE.findall(last_sentence)) > 1:
-        return None  # "a = 3 and b = 8": the answer may combine them
-    return number_value(result.group(1).replace(" ", ""))
+        return None, stated  # "a = 3 and b = 8": the answer may combine them
+    return number_value(results[-1].group(1).replace(" ", "")), stated
 
 
 def _consistent(final: Fraction, computed: Fraction) -> bool:
@@ -183,8 +187,8 @@ def _contradicts_work(text: str, final: str, start: int) -> bool:
     value = number_value(final)
     if value is None:
         return False
-    computed = _last_result(text[: intro.start()])
-    return computed is not None and not _consistent(value, computed)
+    computed, stated = _last_results(text[: intro.start()])
+    return computed is not None and not any(_consistent(value, v) for v in stated)
 
 
 def _reasoning(text: str) -> str:
