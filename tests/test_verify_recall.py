@@ -4,11 +4,12 @@ stay rejected; and the per-class case sets in bench/data/verify_recall_*.jsonl a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.verify import answers_match, extract_answer, grade, match_reason, stats
+from pipeline.verify import answers_match, extract_answer, grade, match_reason, stats, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
 RECALL_SUITES = sorted((ROOT / "bench" / "data").glob("verify_recall_*.jsonl"))
@@ -256,6 +257,22 @@ def test_a_sum_that_differs_at_a_count_is_rejected_without_sympy() -> None:
     before = stats()["escalations"]
     assert not answers_match(r"\prod_{k=0}^{n-1} 2^k", r"\sum_{k=0}^{n-1} 2^k")
     assert stats()["escalations"] == before
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        r"\prod_{i=1}^{1000} (i^{30}+1)",  # too big to multiply out in-process: sympy, under the timeout
+        r"\sum_{i=1}^{2000}\sum_{j=1}^{2000} i^{j}",  # nested sums multiply the work: sympy, under the timeout
+        r"\sum_{k=1}^{10^{12}} k^{k}",
+    ],
+)
+def test_big_sums_are_rejected_within_the_timeout(given: str) -> None:
+    warm_up()  # worker start-up (importing sympy) is not part of a pair's time
+    start = time.monotonic()
+    ok, _ = match_reason(given, "5", timeout=1.0)
+    assert ok is False
+    assert time.monotonic() - start < 1.0 + 3.0  # the limit, plus killing a worker on a loaded machine
 
 
 # ---------------------------------------------------------------------------------------------- 7. comma groups

@@ -20,7 +20,7 @@ MAX_FACTORIAL = 3_000
 MAX_MP_MAG = 1_000_000  # mpmath magnitudes (bits) beyond this go to the sandbox
 MAX_VARIANTS = 64
 SAFE_LITERAL = 10**12
-MAX_TERMS = 2_000  # sums and products with more terms (or symbolic limits) are decided by sympy
+MAX_TERMS = 1_000  # sums and products with more terms (or symbolic limits) are decided by sympy
 
 
 class NotExact(Exception):
@@ -277,7 +277,10 @@ def exact(node: Node, env: dict[str, Fraction] | None = None) -> Fraction | QI:
 
 
 def _big_range(node: Node, env: dict | None) -> range:
-    """The index range of a sum or product with numeric limits; symbolic or huge ranges go to sympy."""
+    """The index range of a sum or product with numeric limits; symbolic or huge ranges and nested sums (whose
+    work multiplies) go to sympy, under the sandbox timeout."""
+    if contains(node[5], frozenset({"bigop"})):
+        raise TooBig("nested sums")
     try:
         lo, hi = exact(node[3], env), exact(node[4], env)
     except (NotExact, EvalError) as exc:  # symbolic or infinite limits: sympy's question
@@ -295,6 +298,8 @@ def _fold(node: Node, term, add, mul, env: dict | None):
     combine = add if node[1] == "sum" else mul
     for k in _big_range(node, env):
         total = combine(total, term(k))
+        if _bits(total) > MAX_EXACT_BITS:
+            raise TooBig("sum or product too large")
     return total
 
 
