@@ -171,3 +171,22 @@ def test_run_async(sandbox):
         return await asyncio.gather(*(sandbox.run_async(f"print({i} + 1)") for i in range(3)))
 
     assert [(r.status, r.output) for r in asyncio.run(three())] == [("ok", "1"), ("ok", "2"), ("ok", "3")]
+
+
+def test_forked_process_gets_its_own_workers(sandbox):
+    """A process pool forked after the sandbox was made must not share the parent's worker pipes."""
+    parent_workers = sandbox.worker_pids()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = False
+        try:
+            result = sandbox.run("print(5 * 5)")
+            ok = (result.status, result.output) == ("ok", "25") and not set(sandbox.worker_pids()) & set(
+                parent_workers
+            )
+            sandbox.close()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sandbox.run("print(6)").output == "6" and set(sandbox.worker_pids()) == set(parent_workers)

@@ -210,6 +210,10 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
+        self.sessions: dict[str, list[tuple[str, float]]] = {}
+        self._start_pool()
+
+    def _start_pool(self) -> None:
         self.base_dir = tempfile.mkdtemp(prefix="mathaug-sandbox-")
         os.chmod(self.base_dir, 0o711)
         self.settings = {
@@ -222,14 +226,19 @@ class Sandbox:
         self.cond = threading.Condition()
         self.idle: list[Worker] = [Worker(self.settings) for _ in range(self.config.workers)]
         self.busy: set[Worker] = set()
-        self.sessions: dict[str, list[tuple[str, float]]] = {}
         self.closed = False
         self.owner_pid = os.getpid()
         self._mechanisms: dict | None = None
         atexit.register(_close_at_exit, weakref.ref(self))  # a weak reference: no sandbox is kept alive
 
+    def _check_fork(self) -> None:
+        """After a fork (a process pool, say) the workers' pipes belong to the parent: start our own."""
+        if os.getpid() != self.owner_pid and not self.closed:
+            self._start_pool()
+
     # -- pool
     def _acquire(self) -> Worker:
+        self._check_fork()
         with self.cond:
             while not self.idle and not self.closed:
                 self.cond.wait()
