@@ -72,7 +72,7 @@ def test_count_tokens_is_the_documented_regex() -> None:
     [("42", "integer"), ("-1,234", "integer"), ("\\boxed{12}", "integer"), ("$5", "integer"), ("3.14", "decimal"),
      ("1/2", "fraction"), ("-\\dfrac{3}{4}", "fraction"), ("(-\\infty, 3)", "interval"), ("[2,5)", "interval"),
      ("(3, 4)", "tuple"), ("1, 2, 3", "tuple"), ("2x+1", "expression"), ("\\sqrt{2}", "expression"),
-     ("Monday", "text"), ("", "none"), (None, "none")],
+     ("Monday", "text"), ("\\text{Tuesday}", "text"), ("", "none"), (None, "none")],
 )
 def test_answer_types(answer: str | None, kind: str) -> None:
     assert classify_answer(answer) == kind
@@ -246,3 +246,12 @@ def test_chromium_check_fails_on_a_broken_image(persona_build: Path, tmp_path: P
     page.write_text(page.read_text().replace("base64,iVBOR", "base64,AAAA", 1))
     with pytest.raises(AssertionError, match="broken"):
         _open_in_chromium(copy, tmp_path / "broken.png")
+
+
+def test_prefect_artifact_markdown_has_the_key_figures(persona_build: Path, tmp_path: Path) -> None:
+    from flows.artifacts import report_markdown
+
+    markdown = report_markdown(persona_build)
+    assert markdown is not None and markdown.startswith("# Quality report: 1,200 rows")
+    assert "| persona | 720 |" in markdown and f"mathaug report {persona_build}" in markdown
+    assert report_markdown(tmp_path) is None  # not an output: the build's other artifacts still show

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# \boxed{...}, $...$, surrounding spaces and a trailing period are presentation, not the answer
-_WRAPPERS = (r"^\s*\\boxed\{(.*)\}\s*$", r"^\s*\$+(.*?)\$+\s*$")
+# \boxed{...}, $...$, \text{...} and surrounding spaces are presentation, not the answer
+_WRAPPERS = (r"^\s*\\boxed\{(.*)\}\s*$", r"^\s*\$+(.*?)\$+\s*$", r"^\s*\\(?:text|textbf|mbox|mathrm)\{(.*)\}\s*$")
 _NUMBER = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)"
 _UNITS = r"(?:\s*(?:%|\\%|\\\$|dollars?|cents?|units?|degrees?|\^\\circ|°))?"
 
@@ -23,7 +23,7 @@ _RULES: dict[str, str] = {
     "integer": rf"^\\?\$?{_NUMBER}(?:\.0+)?{_UNITS}\.?$",
     "decimal": rf"^\\?\$?[+-]?(?:{_NUMBER})?\.\d+{_UNITS}\.?$",
     "fraction": r"^[+-]?(?:\d+\s*/\s*\d+|\\[dt]?frac\{?[+-]?\d+\}?\{?\d+\}?|\d+\s+\d+/\d+)$",
-    # a bracket on either side, infinity, a union, or an inequality in one variable
+    # infinity, a union, a square bracket on either side, or an inequality in one variable
     "interval": r"\\cup|^[\[(].*\\infty.*[\])]$|^\[.*,.*[\])]$|^\(.*,.*\]$|^[a-z]\s*(?:<|>|\\le|\\ge|\\lt|\\gt)",
     "tuple": r"^\(.*,.*\)$|^[^,(){}\[\]]+(?:,\s*[^,(){}\[\]]+)+$",
     "expression": r"\\[a-zA-Z]+|[\^_*/=+]|\d[a-zA-Z]|sqrt|\bpi\b|^[a-zA-Z]$|[a-zA-Z]\s*[-+*/^]|\d\s*-\s*\d",
