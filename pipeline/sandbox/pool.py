@@ -53,7 +53,7 @@ STATUSES = ("ok", "error", "timeout", "killed")
 
 
 class SandboxConfig(BaseModel):
-    """Limits for one call. Recipes pass these under the stage's ``sandbox:`` key."""
+    """Per-call limits and pool settings (the code_tir stage will take them from its recipe)."""
 
     model_config = ConfigDict(extra="forbid")
 
