@@ -1,5 +1,6 @@
 # ruff: noqa
 """Infinite loop in Python bytecode."""
+
 # expect: timeout
 while True:
     pass

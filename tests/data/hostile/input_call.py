@@ -1,5 +1,6 @@
 # ruff: noqa
 """Wait for input() forever."""
+
 # expect: error
-name = input('name? ')
+name = input("name? ")
 print(name)

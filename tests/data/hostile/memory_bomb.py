@@ -1,5 +1,6 @@
 # ruff: noqa
 """Allocate until the machine runs out of memory."""
+
 # expect: error|timeout
 blocks = []
 while True:

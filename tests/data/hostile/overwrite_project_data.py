@@ -1,4 +1,5 @@
 # ruff: noqa
 """Overwrite the project's data/ file."""
+
 # expect: error
-open('__CANARY_DIR__/project/data/seeds.jsonl', 'w').write('{}')
+open("__CANARY_DIR__/project/data/seeds.jsonl", "w").write("{}")

@@ -1,5 +1,7 @@
 # ruff: noqa
 """Interactive shell through the pty module."""
+
 # expect: error
 import pty
-pty.spawn('/bin/sh')
+
+pty.spawn("/bin/sh")

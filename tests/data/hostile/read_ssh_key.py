@@ -1,4 +1,5 @@
 # ruff: noqa
 """Read the user's SSH private key."""
+
 # expect: error
-print(open('__CANARY_DIR__/home/.ssh/id_rsa').read())
+print(open("__CANARY_DIR__/home/.ssh/id_rsa").read())

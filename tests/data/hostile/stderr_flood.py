@@ -1,6 +1,8 @@
 # ruff: noqa
 """Gigabytes of stderr."""
+
 # expect: timeout
 import sys
+
 while True:
-    sys.stderr.write('e' * 10000)
+    sys.stderr.write("e" * 10000)

@@ -1,5 +1,6 @@
 # ruff: noqa
 """Gigabytes of stdout, line by line."""
+
 # expect: timeout
 while True:
-    print('x' * 10000)
+    print("x" * 10000)
