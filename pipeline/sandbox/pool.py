@@ -182,10 +182,11 @@ class Worker:
 
     def kill(self) -> None:
         """End the worker and everything in its process group (all processes this module started)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.proc.poll() is None:  # not reaped yet, so its pid (= its group's id) cannot have been reused
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
