@@ -277,6 +277,9 @@ class Judge:
                 if len(g[1]) == 2:
                     return self._equations(g, r)
                 return self._gold_scalar(g[1][-1], value)
+            record = _tuple_record(r)
+            if record is not None and g[0] == "list":  # gold `(a, b) = (2, 3)`, given `a = 2, b = 3`
+                return self._gold_record(g, record)
             if (
                 g[0] in ("rel", "in", "set", "list")
                 or g[0] in ("tuple", "matrix")

@@ -34,8 +34,11 @@ _MINERVA_RE = re.compile(
 )  # the answer holds no unescaped `$`: an earlier "our final answer is $8000$." does not swallow the line
 
 _EN = (
-    r"(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|would\s+be\b|should\s+be\b|will\s+be\b|equals\b|=|:)"
-    r"|(?:^|\n)\s*[#*_ ]*(?:final\s+)?answer[*_ ]*\s*[:：]"
+    r"(?:the\s+)?(?:final\s+|correct\s+)?answer"
+    r"(?:\s+to\s+(?:the|this|our)\s+(?:question|problem)|,?\s+(?:therefore|then|thus|hence|clearly),?)?"
+    r"\s*(?:is\b|would\s+be\b|should\s+be\b|will\s+be\b|equals\b|=|:)"
+    r"|(?:^|\n)\s*[#*_ ]*(?:final\s+)?answer[*_ ]*\s*[:：—–]"
+    r"|(?:^|\n)\s*[#*_ ]*answer[*_ ]*[ \t]*\n"
     r"|final\s+answer\s*[:：]?\s*(?=\$|\\\(|\\\[|\\boxed)"
     r"|(?:^|\n)\s*[#*_ ]*final\s+answer[*_ ]*[ \t]*\n"
     r"|(?:^|\n|(?<=[.!?])[ \t])[ \t]*[#*_ ]*(?:final\s+)?answer[*_ ]*[ \t]+"
@@ -485,7 +488,11 @@ def _clean(answer: str) -> str | None:
     s = re.sub(r"^[*_\s]+|[*_\s]+$", "", s)
     s = _FOOTNOTE_RE.sub("", s).strip()
     s = re.sub(
-        r"^(?:approximately|approx\.?|about|around|roughly|exactly|≈|\\approx|is)\s+", "", s, flags=re.I
+        r"^(?:approximately|approx\.?|about|around|roughly|exactly|≈|\\approx|is|therefore|thus|hence|simply|"
+        r"just|clearly|indeed),?\s+",
+        "",
+        s,
+        flags=re.I,
     )
     s = re.sub(r"^[:=：]\s*", "", s)
     s = s.strip()
