@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # before pyplot: never look for a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
 
 from pipeline.report.answers import ANSWER_TYPES  # noqa: E402
 from pipeline.report.figures import stage_figures  # noqa: E402
@@ -43,7 +44,8 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _label_bars(ax: plt.Axes, bars, values: list[float], fmt: str = "{:,.0f}") -> None:
+def _label_bars(ax: plt.Axes, bars: BarContainer, values: list[float], fmt: str = "{:,.0f}") -> None:
+    """Write each bar's value at its end (readers want the number, not an estimate from the axis)."""
     for bar, value in zip(bars, values):
         ax.annotate(fmt.format(value), (bar.get_width(), bar.get_y() + bar.get_height() / 2),
                     xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
@@ -198,6 +200,7 @@ def difficulty_plot(scan: BuildScan) -> Plot | None:
 
 
 def answer_types_plot(scan: BuildScan) -> Plot | None:
+    """Share of each answer type per method: a build of only small integers shows at a glance."""
     if not scan.answer_types:
         return None
     methods = [m for m in scan.methods if scan.kept.get(m)]
@@ -239,6 +242,7 @@ def cluster_plot(scan: BuildScan) -> Plot | None:
 
 
 def cost_plot(scan: BuildScan) -> Plot | None:
+    """What one kept row cost per stage: model tokens (when any stage used a model) and stage milliseconds."""
     stages = [s for s in stage_figures(scan.funnel) if s.kept and (s.tokens or s.seconds)]
     if not stages:
         return None
@@ -265,6 +269,7 @@ def cost_plot(scan: BuildScan) -> Plot | None:
 
 
 def rounds_plot(scan: BuildScan) -> Plot | None:
+    """Kept rows and mean solution length per round: whether later rounds still add (and how long) rows."""
     if not scan.rounds:
         return None
     rounds = sorted({r for r, _ in scan.rounds})

@@ -322,5 +322,8 @@ def scan_build(out_dir: Path, *, samples_per_method: int = SAMPLES_PER_METHOD, s
             first_row += batch.num_rows
             scan.rows += batch.num_rows
     _scan_dropped(scan)
-    scan.samples = picker.read(files)
+    try:
+        scan.samples = picker.read(files)
+    except OSError as exc:  # a build published a new generation (and removed these shards) while we read
+        raise ReportError(f"{out_dir}: the shards changed while the report read them ({exc}); run it again") from None
     return scan
