@@ -31,7 +31,12 @@ def resume_command(argv: list[str] | None = None) -> str:
 
 @contextmanager
 def stop_on_signals(say: Callable[[str], None], out_dir: Path) -> Iterator[None]:
-    """SIGINT and SIGTERM stop the build (see the module docstring); ``say`` prints one line to the user."""
+    """SIGINT and SIGTERM stop the build (see the module docstring); ``say`` prints one line to the user.
+
+    The grace period starts when the signal arrives even if a library has put its own handler in front of ours
+    (Prefect turns SIGTERM into a crash report to its server during a flow run, which takes seconds): the signal
+    wakes a watcher thread through ``signal.set_wakeup_fd``, whoever handles it in Python.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -39,36 +44,62 @@ def stop_on_signals(say: Callable[[str], None], out_dir: Path) -> Iterator[None]
         f"interrupted: every finished batch is kept in {out_dir}/.mathaug and the published dataset is unchanged; "
         f"resume with: {resume_command()}"
     )
-    received: list[int] = []
     said: list[bool] = []
+    grace: list[threading.Timer] = []
+    guard = threading.Lock()
 
     def say_once() -> None:
-        if not said:
+        with guard:
+            if said:
+                return
             said.append(True)
-            say(message)
+        say(message)
 
     def force_exit() -> None:
         say_once()
         os._exit(EXIT_INTERRUPTED)
 
+    def start_grace() -> bool:
+        """Start the countdown to a forced exit; False if it was running already."""
+        with guard:
+            if grace:
+                return False
+            grace.append(threading.Timer(GRACE_S, force_exit))
+        grace[0].daemon = True
+        grace[0].start()
+        return True
+
+    received: list[int] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        if len(received) > 1:
+        start_grace()
+        if len(received) > 1:  # asked twice: do not wait
             force_exit()
-        timer = threading.Timer(GRACE_S, force_exit)
-        timer.daemon = True
-        timer.start()
         raise KeyboardInterrupt
 
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def watch() -> None:
+        while chunk := os.read(read_fd, 64):
+            if any(n in (signal.SIGINT, signal.SIGTERM) for n in chunk):
+                start_grace()
+        os.close(read_fd)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="mathaug-signal-watch", daemon=True).start()
     try:
         yield
     except KeyboardInterrupt:
         say_once()
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
+        os.close(write_fd)  # the watcher reads EOF and ends
 
 
 def os_error_message(exc: OSError, out_dir: Path) -> str:

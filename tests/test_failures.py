@@ -77,10 +77,19 @@ def test_skip_bad_rows_skips_bytes_that_are_not_utf8_and_a_piped_funnel_is_whole
                    cli_env(prefect_home), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "skipped 1 bad seed rows" in done.stderr and "mixed.jsonl:4: not UTF-8" in done.stderr
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest_path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
     assert manifest["funnel"]["seed"]["in"] == 6
-    header = next(line for line in done.stdout.splitlines() if "stage" in line and "kept" in line)
-    assert "sec" in header and len(header) > 80  # piped: the table is not cut at 80 columns
+    # a funnel as wide as a model stage's (requests, tokens ...), read back by `inspect` into a pipe
+    manifest["funnel"]["symbolic"].update({"failed": 1, "duplicates": 2, "contaminated": 3, "requests": 1_234_567,
+                                           "cache_hits": 1_000_000, "tokens_in": 987_654_321,
+                                           "tokens_out": 123_456_789, "llm_seconds": 4321.5})
+    manifest_path.write_text(json.dumps(manifest))
+    shown = mathaug(["inspect", str(tmp_path / "out")], cli_env(prefect_home), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    header = next(line for line in shown.stdout.splitlines() if "stage" in line and "kept" in line)
+    assert len(header) > 80 and header.rstrip().endswith("┃") and "…" not in shown.stdout, shown.stdout
+    assert "987,654,321" in shown.stdout  # piped, the table is whole, not cut at 80 columns
 
 
 def test_a_failed_start_leaves_nothing_and_the_fix_builds(tmp_path: Path, prefect_home: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,14 @@ def test_the_wheel_with_no_extras_in_a_fresh_venv_builds_the_quickstart_through_
          str(wheel)], capture_output=True, text=True, timeout=1200,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
+    frozen = subprocess.run([str(venv / "bin" / "pip"), "freeze", "--exclude", "mathaug"], capture_output=True,
+                            text=True, timeout=300).stdout.split()
+    def normal(pin: str) -> str:
+        return re.sub(r"[-_.]+", "-", pin.lower())
+
+    locked = {normal(line) for line in (ROOT / "constraints.txt").read_text().split() if "==" in line}
+    unlocked = [pin for pin in frozen if normal(pin) not in locked]
+    assert not unlocked, f"installed but not pinned in constraints.txt (run `make lock`): {unlocked}"
     probe = "import importlib.util as u; print([m for m in ('torch', 'vllm') if u.find_spec(m)])"
     heavy = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
     assert heavy.stdout.strip() == "[]", heavy.stdout  # the base install pulls neither torch nor vLLM
