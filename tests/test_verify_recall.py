@@ -30,6 +30,9 @@ def check(given: str, gold: str, expected: bool) -> None:
         ("Dividing by $-3$ flips the sign. Thus $x \\le 2$ is our answer.", "x \\le 2"),
         ("The smallest such $n$ is $12$, which is the answer.", "12"),
         ("Hence $5$ is indeed the answer.", "5"),
+        ("Both factors are positive. The answer, therefore, is $12$.", "12"),
+        ("So, the answer to the question is 5.", "5"),
+        ("We count the remaining cases.\n\nAnswer\n$7$", "7"),
         ("Solving gives $x = 6$. So 6 is the answer.", "6"),
         (
             "Final Answer: The final answer is The greatest number of points that a single team could have been "
@@ -166,6 +169,8 @@ def test_an_aside_box_does_not_complete_a_list_gold(text: str, gold: str) -> Non
         ("(5,2),(7,2)", "p=5,q=2; p=7,q=2", T),
         ("q=2, p=5; q=2, p=7", "p=5,q=2; p=7,q=2", T),
         ("(x, y) = (3, 4)", "x = 3, y = 4", T),
+        ("b = 3, a = 2", "(a, b) = (2, 3)", T),
+        ("a = 3, b = 2", "(a, b) = (2, 3)", F),
         (r"\angle BAC = 30^\circ", r"30^\circ", T),
         ("4", r"\overline{AB} = 4", T),
         # near misses: order of named values, other names, wrong values, a missing group
