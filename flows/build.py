@@ -88,7 +88,7 @@ class Batch:
         self.jobs = jobs
 
     def __repr__(self) -> str:
-        return f"Batch({self.jobs[0].label}..{self.jobs[-1].index:05d}, {sum(len(j.records) for j in self.jobs)} rows)"
+        return f"Batch({self.jobs[0].label}..{self.jobs[-1].index:05d}, {sum(j.size for j in self.jobs)} rows)"
 
 
 def run_stage_batches(batch: Batch) -> list[BatchResult]:
@@ -182,7 +182,7 @@ class TaskMapper:
         get_run_logger().info(
             "stage %s: %s rows in %d batch%s%s",
             jobs[0].stage.stage_name,
-            f"{sum(len(job.records) for job in jobs):,}",
+            f"{sum(job.size for job in jobs):,}",
             total,
             "" if total == 1 else "es",
             f" ({len(on_disk)} already on disk from an earlier attempt: loaded, not recomputed)"

@@ -134,7 +134,7 @@ class FlowProgress(Reporter):
     def job_finished(self, job: BatchJob) -> None:
         """Called in the flow's thread when a batch's task completes: count the rows it did not report."""
         with self._lock:
-            remaining = len(job.records) - self._per_job.pop(job.label, 0)
+            remaining = job.size - self._per_job.pop(job.label, 0)
         if remaining > 0:
             self.advance(job.stage.stage_name, remaining)
         else:

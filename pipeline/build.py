@@ -8,11 +8,8 @@ and produces the same rows with the same ids.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,20 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline import __version__
+from pipeline.batches import (  # noqa: F401 - re-exported: flows and tests import the batch API from here
+    BatchJob,
+    BatchResult,
+    MapBatches,
+    batch_key,
+    close_model_pools,
+    iter_rows,
+    map_sequential,
+    model_pool,
+    plan_stage,
+    read_batch,
+    rejected_path,
+    run_batch,
+)
 from pipeline.funnel import Funnel
 from pipeline.io.card import render_card
 from pipeline.io.dropped import DroppedWriter
@@ -36,11 +47,12 @@ from pipeline.io.rundir import (  # noqa: F401 - re-exported: the run directory'
     remove_stray_temp_files,
 )
 from pipeline.io.seeds import LoadReport, load_seeds
-from pipeline.io.shards import ShardWriter, atomic_write_bytes, atomic_write_table
+from pipeline.io.shards import ShardWriter
 from pipeline.paths import ROOT
 from pipeline.recipe import Recipe, StageSpec
-from pipeline.records import VERIFIED_STATUSES, from_table, to_table
-from pipeline.stages import StageContext, get_stage
+from pipeline.records import VERIFIED_STATUSES
+from pipeline.stage_runner import StageOutputs, run_stages
+from pipeline.stages import get_stage
 
 # ------------------------------------------------------------------------------------------------ progress
 
@@ -82,151 +94,6 @@ def load_seed_records(
     seen: set[str] = set()
     unique = [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]  # identical seed rows once
     return unique[:limit] if limit else unique
-
-
-# ------------------------------------------------------------------------------------------------ batches
-
-
-@dataclass
-class BatchJob:
-    """One unit of work: a stage over one batch of input records. Its output file is its completion marker."""
-
-    stage: StageSpec
-    index: int
-    records: list[dict[str, Any]]
-    key: str
-    out_path: Path
-    run_id: str
-    seed: int
-    work_dir: Path
-    models: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.stage.stage_name}-batch-{self.index:05d}"
-
-
-@dataclass
-class BatchResult:
-    stage: str
-    index: int
-    path: Path
-    rows: int
-    funnel: dict[str, dict[str, Any]]
-    cached: bool
-    seconds: float
-
-
-def batch_key(
-    stage: StageSpec, seed: int, records: Sequence[dict[str, Any]], models: dict[str, Any] | None = None
-) -> str:
-    """Hash of (stage name, method, stage version, parameters, its model's identity, build seed, input content).
-
-    Record ids are content hashes (question, solution, answer), so hashing the ids hashes the input's content.
-    """
-    module = get_stage(stage.method)
-    params = stage.parsed_params().model_dump(mode="json")
-    digest = hashlib.sha256()
-    header = {"stage": stage.stage_name, "method": stage.method, "version": module.VERSION, "params": params,
-              "seed": seed}
-    model = models.get(params.get("model")) if models and isinstance(params.get("model"), str) else None
-    if model is not None:  # what the stage's model returns is part of its config (not its throughput knobs)
-        header["model"] = model.identity() if hasattr(model, "identity") else model
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    for rec in records:
-        digest.update(rec["id"].encode())
-    return digest.hexdigest()[:24]
-
-
-def plan_stage(
-    state: RunState, stage: StageSpec, inputs: list[dict[str, Any]], batch_size: int
-) -> list[BatchJob]:
-    stage_dir = state.work_dir / "stages" / stage.stage_name
-    jobs = []
-    for index, start in enumerate(range(0, len(inputs), batch_size)):
-        chunk = inputs[start : start + batch_size]
-        key = batch_key(stage, state.recipe.seed, chunk, state.recipe.models)
-        jobs.append(
-            BatchJob(
-                stage=stage,
-                index=index,
-                records=chunk,
-                key=key,
-                out_path=stage_dir / f"{index:05d}-{key}.parquet",
-                run_id=state.run_id,
-                seed=state.recipe.seed,
-                work_dir=state.work_dir,
-                models=dict(state.recipe.models),
-            )
-        )
-    return jobs
-
-
-# Model pools are per process (one engine per model per process), made on first use. The lock keeps batches
-# running in threads (the flow's thread runner) from starting two engines for the same model.
-_POOLS: dict[str, Any] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def model_pool(models: dict[str, Any], work_dir: Path) -> Any:
-    key = json.dumps({k: v.model_dump(mode="json") for k, v in models.items()}, sort_keys=True) + str(work_dir)
-    with _POOLS_LOCK:
-        if key not in _POOLS:
-            from pipeline.llm import ModelPool
-
-            _POOLS[key] = ModelPool(models, cache_path=work_dir / "llm_cache.sqlite", funnel=Funnel())
-        return _POOLS[key]
-
-
-def close_model_pools() -> None:
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close()
-
-
-def run_batch(job: BatchJob, advance: Callable[[int], None] = lambda n: None) -> BatchResult:
-    """Run one batch, or load it if a previous run finished it. Idempotent and safe to retry."""
-    sidecar = job.out_path.with_suffix(".json")
-    if job.out_path.exists() and sidecar.exists():
-        meta = json.loads(sidecar.read_text())
-        advance(len(job.records))
-        return BatchResult(job.stage.stage_name, job.index, job.out_path, meta["rows"], meta["funnel"], True, 0.0)
-    module = get_stage(job.stage.method)
-    funnel = Funnel()
-    ctx = StageContext(
-        stage=job.stage.stage_name,
-        run_id=job.run_id,
-        seed=job.seed,
-        funnel=funnel,
-        work_dir=job.work_dir,
-        advance=advance,
-    )
-    if job.models:
-        pool = model_pool(job.models, job.work_dir)
-        ctx.model = lambda name: pool.client(name, stage=job.stage.stage_name, funnel=funnel)
-    started = time.perf_counter()
-    out = module.run(job.records, job.stage.parsed_params(), ctx)
-    for rec in out:
-        rec["run_id"] = job.run_id
-    seconds = time.perf_counter() - started
-    funnel.add(job.stage.stage_name, "seconds", seconds)
-    meta = {"rows": len(out), "funnel": funnel.to_dict(), "key": job.key}
-    atomic_write_bytes(sidecar, json.dumps(meta).encode())
-    atomic_write_table(job.out_path, to_table(out))  # written last: its presence marks the batch done
-    return BatchResult(job.stage.stage_name, job.index, job.out_path, len(out), meta["funnel"], False, seconds)
-
-
-def read_batch(path: Path) -> list[dict[str, Any]]:
-    return from_table(pq.read_table(path))
-
-
-MapBatches = Callable[[list[BatchJob], Reporter], list[BatchResult]]
-
-
-def map_sequential(jobs: list[BatchJob], reporter: Reporter) -> list[BatchResult]:
-    return [run_batch(job, advance=lambda n, s=job.stage.stage_name: reporter.advance(s, n)) for job in jobs]
 
 
 # ------------------------------------------------------------------------------------------------ keep rules
@@ -280,6 +147,74 @@ def _count_kept(records: Iterable[dict[str, Any]], funnel: Funnel) -> Iterator[d
         yield rec
 
 
+def _written_stages(recipe: Recipe) -> list[StageSpec]:
+    """Stages whose rows go to the dataset (not the ``intermediate`` ones other stages consume)."""
+    return [s for s in recipe.stages if get_stage(s.method).output != "intermediate"]
+
+
+def _replaced_ids(recipe: Recipe, outputs: StageOutputs) -> dict[str, str]:
+    """Rows that a ``replace`` stage replaced: parent id -> the id of the row that took its place."""
+    replaced: dict[str, str] = {}
+    for stage in recipe.stages:
+        if get_stage(stage.method).output == "replace":
+            for row in iter_rows(outputs.paths(stage.stage_name), columns=["id", "parent_ids"]):
+                if row["parent_ids"]:
+                    replaced.setdefault(row["parent_ids"][0], row["id"])
+    return replaced
+
+
+def _rejected_candidates(recipe: Recipe, outputs: StageOutputs) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(stage, candidate) for every candidate a stage threw away and kept for the dropped table."""
+    for stage in recipe.stages:
+        for path in outputs.paths(stage.stage_name):
+            rejected = rejected_path(path)
+            if rejected.exists():
+                for row in iter_rows([rejected]):
+                    yield stage.stage_name, row
+
+
+def _drop_replaced(
+    records: Iterable[dict[str, Any]],
+    replaced: dict[str, str],
+    funnel: Funnel,
+    on_dropped: Callable[[dict[str, Any], str, str], None] | None,
+) -> Iterator[dict[str, Any]]:
+    for rec in records:
+        new = replaced.get(rec["id"])
+        if new is None:
+            yield rec
+            continue
+        funnel.add(rec["method"], "replaced")
+        if on_dropped is not None:
+            on_dropped(rec, "replaced by a better solution of the same question", new)
+
+
+def _finalize(
+    records: Iterable[dict[str, Any]], strip: bool, rounds: Funnel, methods: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """The written view of each kept row (calculator annotations out of the SFT text), counted per round and per
+    verification method."""
+    from pipeline.records import sft_view
+
+    for rec in records:
+        if rec.get("round") is not None:
+            rounds.add(f"{rec['method']}@r{rec['round']}", "kept")
+        how = (rec.get("verification") or {}).get("method") or "none"
+        methods[how] = methods.get(how, 0) + 1
+        yield sft_view(rec, strip)
+
+
+def _rounds_summary(outputs: StageOutputs, kept: Funnel) -> dict[str, list[dict[str, Any]]]:
+    """Per rounds group, per round: rows made, the round's stage counters, rows kept, why the group stopped."""
+    summary = {}
+    for group, history in outputs.rounds.items():
+        summary[group] = [
+            {**entry, "kept": int(sum(kept.get(f"{stage}@r{entry['round']}", "kept") for stage in entry["funnel"]))}
+            for entry in history
+        ]
+    return summary
+
+
 # ------------------------------------------------------------------------------------------------ the build
 
 
@@ -306,8 +241,12 @@ def run_build(
     reporter: Reporter | None = None,
     map_batches: MapBatches = map_sequential,
     resume: bool = True,
+    on_round: Callable[[str, int, dict[str, Any]], None] | None = None,
 ) -> BuildResult:
-    """Run (or resume) a whole build and write the dataset. Returns the funnel and manifest."""
+    """Run (or resume) a whole build and write the dataset. Returns the funnel and manifest.
+
+    ``on_round(group, round, summary)`` is told of each finished round of a ``rounds:`` group.
+    """
     started = time.perf_counter()
     reporter = reporter or Reporter()
     funnel = Funnel()
@@ -324,35 +263,20 @@ def run_build(
         funnel.reject("seed", "bad_row", report.skipped)
         reporter.message(f"skipped {report.skipped} bad seed rows (first: {report.errors[0]})")
 
-    outputs: dict[str, list[Path]] = {}
-    resumed = computed = 0
-    try:
-        for stage in recipe.stages:
-            inputs: list[dict[str, Any]] = []
-            for src in stage.from_:
-                inputs.extend(seeds if src == "seeds" else (r for p in outputs[src] for r in read_batch(p)))
-            jobs = plan_stage(state, stage, inputs, recipe.batch_size)
-            reporter.stage_started(stage.stage_name, len(inputs))
-            results = map_batches(jobs, reporter)
-            reporter.stage_finished(stage.stage_name)
-            results.sort(key=lambda r: r.index)
-            outputs[stage.stage_name] = [r.path for r in results]
-            for res in results:
-                funnel.merge(res.funnel)
-                resumed += res.cached
-                computed += not res.cached
-    finally:
-        close_model_pools()
+    outputs = run_stages(recipe, seeds, run_id=state.run_id, work_dir=state.work_dir, funnel=funnel,
+                         reporter=reporter, map_batches=map_batches, on_round=on_round)
+    resumed, computed = outputs.resumed, outputs.computed
+    written = _written_stages(recipe)
+    replaced = _replaced_ids(recipe, outputs)
 
     def stream() -> Iterator[dict[str, Any]]:
         if recipe.output.include_seeds:
             yield from seeds
-        for stage in recipe.stages:
-            for path in outputs[stage.stage_name]:
-                yield from read_batch(path)
+        for stage in written:
+            yield from iter_rows(outputs.paths(stage.stage_name))
 
     total = (len(seeds) if recipe.output.include_seeds else 0) + sum(
-        pq.read_metadata(p).num_rows for paths in outputs.values() for p in paths
+        pq.read_metadata(p).num_rows for stage in written for p in outputs.paths(stage.stage_name)
     )
     reporter.stage_started("verify+dedup+write", total)
 
@@ -364,6 +288,8 @@ def run_build(
     from pipeline import dedup
 
     compression = "none" if recipe.output.compression == "none" else recipe.output.compression
+    round_kept = Funnel()
+    verified_by: dict[str, int] = {}
     generation = Generation(state.out_dir)  # published (data/ and dropped/ switched in) only when complete
     dropped = (
         DroppedWriter(state.out_dir, recipe.output.rows_per_shard, compression, generation=generation)
@@ -385,14 +311,22 @@ def run_build(
             )
         return lambda rec, detail: dropped.add(rec, step, detail)
 
-    rows: Iterable[dict[str, Any]] = verify_records(
-        tick(stream()), recipe.verify.consistency, recipe.verify.keep_failed, funnel, drop_to("verify")
-    )
+    if dropped is not None:
+        for stage_name, candidate in _rejected_candidates(recipe, outputs):
+            dropped.add(candidate, f"stage:{stage_name}", (candidate.get("verification") or {}).get("detail"))
+    rows: Iterable[dict[str, Any]] = tick(stream())
+    if replaced:
+        rows = _drop_replaced(
+            rows, replaced, funnel, (lambda rec, what, new: dropped.add(rec, "replaced", what, new)) if dropped else None
+        )
+    rows = verify_records(rows, recipe.verify.consistency, recipe.verify.keep_failed, funnel, drop_to("verify"))
     if recipe.dedup.exact:
         rows = dedup.exact_dedup(
             rows,
             funnel=funnel,
             stage_order=recipe.stage_order(),
+            max_solutions=recipe.dedup.max_solutions_per_question,
+            prefer=recipe.dedup.prefer,
             work_dir=state.work_dir / "exact",
             on_duplicate=drop_to("exact_dedup"),
         )
@@ -405,6 +339,9 @@ def run_build(
             index_dir=state.work_dir / "lsh",
             against=[Path(p) for p in recipe.dedup.against],
             stage_order=recipe.stage_order(),
+            max_per_cluster=recipe.dedup.near.max_per_cluster,
+            prefer=recipe.dedup.prefer,
+            keep_solutions=recipe.dedup.exact and recipe.dedup.max_solutions_per_question > 1,
             on_duplicate=drop_to("near_dedup"),
         )
     if recipe.decontaminate.enabled:
@@ -442,7 +379,7 @@ def run_build(
         generation=generation,
     ) as writer:
         try:
-            writer.write(_count_kept(rows, funnel))
+            writer.write(_count_kept(_finalize(rows, recipe.output.strip_calculator_annotations, round_kept, verified_by), funnel))
         finally:  # what was dropped before a failure is still worth reading
             dropped_summary = dropped.close() if dropped is not None else None
         reporter.stage_finished("verify+dedup+write")
@@ -455,6 +392,8 @@ def run_build(
             methods=sorted({"seed", *(s.method for s in recipe.stages)}),
             funnel=funnel.to_dict(),
             batches={"resumed": resumed, "computed": computed},
+            verification_methods=verified_by,
+            **({"rounds": _rounds_summary(outputs, round_kept)} if outputs.rounds else {}),
             seconds=round(seconds, 3),
             **({"dropped": dropped_summary} if dropped_summary is not None else {}),
         )

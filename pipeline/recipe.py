@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +25,25 @@ ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class StageSpec(BaseModel):
-    """One generation stage: its method, where its input comes from, and its parameters."""
+    """One generation stage: its method, where its input comes from, its model roles and its parameters."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     method: str
     name: str | None = Field(None, description="unique stage name (default: the method)")
-    from_: list[str] = Field(default_factory=lambda: ["seeds"], alias="from")
+    from_: list[str] = Field(
+        default_factory=lambda: ["seeds"],
+        alias="from",
+        description="'seeds' or earlier stages; inside rounds, 'X' is X's rows of every round so far and "
+        "'X@last' those of the latest round only",
+    )
+    from_first_round: list[str] | None = Field(
+        None, description="inside rounds: the sources of round 1 (e.g. [seeds]) when `from` reads X@last"
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="model role -> name under the recipe's `models:` (teacher, student ...)"
+    )
+    group: str | None = Field(None, description="the `rounds:` group this stage repeats in (set by the loader)")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("method")
@@ -45,7 +58,69 @@ class StageSpec(BaseModel):
         return self.name or self.method
 
     def parsed_params(self) -> BaseModel:
-        return get_stage(self.method).Params(**self.params)
+        return get_stage(self.method).params(**self.params)
+
+    def role_models(self, available: Iterable[str]) -> dict[str, str]:
+        """Each model role of the stage -> the recipe model that plays it.
+
+        In order: ``models: {role: name}``; the legacy ``params.model`` for the stage's first role; a recipe
+        model named like the role; the model of the stage's first role (one model can play every role); the
+        recipe's only model.
+        """
+        roles = list(get_stage(self.method).roles)
+        available = list(available)
+        unknown = sorted(set(self.models) - set(roles))
+        if unknown:
+            raise ValueError(f"models: {unknown} are not roles of {self.method!r} (its roles: {roles or 'none'})")
+        legacy = getattr(self.parsed_params(), "model", None)
+        out: dict[str, str] = {}
+        for i, role in enumerate(roles):
+            if role in self.models:
+                out[role] = self.models[role]
+            elif i == 0 and isinstance(legacy, str):
+                out[role] = legacy
+            elif role in available:
+                out[role] = role
+            elif i > 0 and roles[0] in out:
+                out[role] = out[roles[0]]
+            elif len(available) == 1:
+                out[role] = available[0]
+            else:
+                raise ValueError(
+                    f"models: model role {role!r} of {self.method!r} is not mapped: add `models: {{{role}: NAME}}` "
+                    f"(recipe models: {available or 'none'})"
+                )
+            if out[role] not in available:
+                raise ValueError(f"models.{role}: {out[role]!r} is not defined under the recipe's `models:`")
+        return out
+
+
+class UntilSpec(BaseModel):
+    """When a rounds group stops early (besides ``max_rounds``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    no_new_rows: bool = Field(True, description="stop when a round's stages made no row")
+    metric: str | None = Field(
+        None, description="a funnel counter of the round, 'stage.key' (e.g. llm2llm.student_accuracy)"
+    )
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> UntilSpec:
+        if self.metric and self.at_least is None and self.at_most is None:
+            raise ValueError("until.metric needs at_least or at_most")
+        return self
+
+
+class RoundsSpec(BaseModel):
+    """A group of stages repeated round after round; each round's rows carry ``round`` in provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(3, ge=1, le=1000)
+    until: UntilSpec = Field(default_factory=UntilSpec)
 
 
 class VerifySpec(BaseModel):
@@ -63,12 +138,26 @@ class NearDedupSpec(BaseModel):
     enabled: bool = True
     threshold: float = Field(0.8, gt=0, le=1)
     num_perm: int = Field(128, ge=16, le=1024)
+    max_per_cluster: int = Field(
+        1, ge=1, description="distinct questions kept per near-duplicate cluster (raise it to keep entity swaps)"
+    )
+
+
+Preference = Literal["shorter", "longer", "executed", "more_votes"]
 
 
 class DedupSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exact: bool = True
+    max_solutions_per_question: int = Field(
+        4, ge=1, description="distinct verified solutions kept per question (identical solutions count once)"
+    )
+    prefer: list[Preference] = Field(
+        default_factory=list,
+        description="which solutions of a question win, after 'verified first': shorter, longer, executed "
+        "(verified by running code), more_votes; then the earlier stage",
+    )
     near: NearDedupSpec = Field(default_factory=NearDedupSpec)
     against: list[str] = Field(default_factory=list, description="earlier output dirs whose rows count as kept")
 
@@ -122,6 +211,9 @@ class OutputSpec(BaseModel):
     keep_dropped: bool = Field(
         True, description="write every row that verification, dedup or decontamination removed to OUT/dropped/"
     )
+    strip_calculator_annotations: bool = Field(
+        True, description="remove GSM8K's <<48/2=24>> traces from solutions and messages (kept in solution_raw)"
+    )
 
 
 class OrchestrationSpec(BaseModel):
@@ -144,6 +236,9 @@ class Recipe(BaseModel):
     seeds: list[SeedSpec] = Field(min_length=1)
     models: dict[str, Any] = Field(default_factory=dict)
     stages: list[StageSpec] = Field(default_factory=list)
+    rounds: dict[str, RoundsSpec] = Field(
+        default_factory=dict, description="repeated stage groups by name (YAML: `- rounds: {...}, stages: [...]`)"
+    )
     batch_size: int = Field(1000, ge=1, description="rows per stage batch (the unit of resume and of a task)")
     verify: VerifySpec = Field(default_factory=VerifySpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
@@ -163,29 +258,81 @@ class Recipe(BaseModel):
 
         return {name: ModelConfig.model_validate(cfg) for name, cfg in value.items()}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_rounds(cls, data: Any) -> Any:
+        """``- rounds: {name: loop, max_rounds: 3}`` with ``stages: [...]`` becomes those stages tagged with
+        ``group: loop`` plus ``rounds: {loop: {...}}``: one flat stage list for everything downstream."""
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            return data
+        if not any(isinstance(e, dict) and "rounds" in e for e in data["stages"]):
+            return data
+        flat: list[Any] = []
+        rounds = dict(data.get("rounds") or {})
+        for i, entry in enumerate(data["stages"]):
+            if not (isinstance(entry, dict) and "rounds" in entry):
+                flat.append(entry)
+                continue
+            spec = entry["rounds"]
+            spec = {"max_rounds": spec} if isinstance(spec, int) else dict(spec or {})
+            name = spec.pop("name", None) or f"rounds{i}"
+            extra = sorted(set(entry) - {"rounds", "stages"})
+            if extra or not isinstance(entry.get("stages"), list) or not entry["stages"]:
+                raise ValueError(f"stages.{i}: a rounds entry has `rounds:` and a non-empty `stages:` list only")
+            if name in rounds:
+                raise ValueError(f"stages.{i}.rounds: duplicate rounds name {name!r}")
+            rounds[name] = spec
+            for stage in entry["stages"]:
+                flat.append({**stage, "group": name} if isinstance(stage, dict) else stage)
+        return {**data, "stages": flat, "rounds": rounds}
+
     @model_validator(mode="after")
     def _stages_consistent(self) -> Recipe:
         seen: set[str] = {"seeds"}
+        groups_done: set[str] = set()
+        current: str | None = None
         for i, stage in enumerate(self.stages):
             if stage.stage_name in seen:
                 raise ValueError(f"stages.{i}: duplicate stage name {stage.stage_name!r} (set `name:`)")
-            for src in stage.from_:
-                if src not in seen:
+            if stage.group != current:
+                if current is not None:
+                    groups_done.add(current)
+                if stage.group in groups_done:
+                    raise ValueError(f"stages.{i}: the stages of rounds {stage.group!r} must be consecutive")
+                current = stage.group
+            if stage.group is not None and stage.group not in self.rounds:
+                raise ValueError(f"stages.{i}.group: {stage.group!r} is not a rounds group")
+            group_members = {s.stage_name for s in self.stages if stage.group and s.group == stage.group}
+            for src in [*stage.from_, *(stage.from_first_round or [])]:
+                base, _, suffix = src.partition("@")
+                if suffix not in ("", "last"):
+                    raise ValueError(f"stages.{i}.from: {src!r}: the only suffix is '@last'")
+                if base not in seen and base not in group_members:
                     raise ValueError(
-                        f"stages.{i}.from: {src!r} is not 'seeds' or an earlier stage ({', '.join(sorted(seen))})"
+                        f"stages.{i}.from: {src!r} is not 'seeds' or an earlier stage "
+                        f"({', '.join(sorted(seen | group_members))})"
                     )
+            if stage.from_first_round is not None and stage.group is None:
+                raise ValueError(f"stages.{i}.from_first_round: only for stages inside rounds")
             try:
-                params = stage.parsed_params()
+                stage.parsed_params()
             except ValidationError as exc:
                 raise _nested(exc, f"stages.{i}.params") from None
-            model_name = getattr(params, "model", None)
-            if model_name is not None and model_name not in self.models:
-                raise ValueError(f"stages.{i}.params.model: {model_name!r} is not defined under `models:`")
+            try:
+                stage.role_models(self.models)
+            except ValueError as exc:
+                raise ValueError(f"stages.{i}.{exc}") from None
             seen.add(stage.stage_name)
+        unused = sorted(set(self.rounds) - {s.group for s in self.stages})
+        if unused:
+            raise ValueError(f"rounds: {unused} have no stages")
         return self
 
     def stage_order(self) -> list[str]:
         return ["seed", *[s.method for s in self.stages]]
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.stage_name == name)
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the output (not of the file's formatting)."""

@@ -6,7 +6,11 @@ A record is a plain ``dict`` while it moves through the pipeline (cheap to build
 - ``id``: sha256 (first 32 hex chars) of the normalised question, solution and answer. Content-derived, so a
   rerun of the same recipe gives the same ids and identical rows from two stages collapse to one id.
 - ``question`` / ``solution`` / ``answer``: the problem, a worked solution, and the final answer as a string.
-- ``messages``: the SFT view: ``[{role: "user", content: question}, {role: "assistant", content: solution}]``.
+- ``solution_raw``: the solution as its source wrote it, when the written ``solution`` differs (GSM8K's
+  ``<<48/2=24>>`` calculator annotations are stripped from ``solution`` and ``messages`` at write time, since
+  training on them teaches a model to emit them; stages always see the raw text).
+- ``messages``: the SFT view: ``[{role: "user", content: question}, {role: "assistant", content: solution}]``, or
+  the whole conversation a stage held (multi-turn, tool output) when it sets one.
 - ``source``: where the root seed came from: ``dataset`` (e.g. ``gsm8k``), ``split``, ``seed_id`` (stable id of
   the seed inside its file: ``<file stem>:<line>``), ``subject`` (MATH subject, when known).
 - ``parent_ids``: ids of the records this one was derived from (empty for seeds).
@@ -19,10 +23,12 @@ A record is a plain ``dict`` while it moves through the pipeline (cheap to build
 - ``verification``: ``status`` (``verified`` | ``gold`` | ``failed`` | ``unverified``), ``method`` (how:
   ``gold``, ``recompute``, ``inherited``, ``extract+match``, ``majority`` ...), ``votes`` (samples agreeing with
   the kept answer), ``samples`` (samples drawn), ``detail`` (the verifier's reason).
-- ``generator``: the model side of provenance: ``model``, ``revision``, ``sampling`` (JSON of every sampling
-  parameter), ``template`` (prompt template name), ``template_hash``, ``tokens_in``, ``tokens_out``. Empty
-  model for LLM-free stages.
+- ``generator``: the model side of provenance: ``model``, ``revision`` (the stage's main role), ``roles`` (JSON:
+  role -> ``{model, revision, backend}`` for every model role the stage used: teacher, student, solver, judge),
+  ``sampling`` (JSON of every sampling parameter), ``template`` (prompt template name), ``template_hash``,
+  ``tokens_in``, ``tokens_out``. Empty model for LLM-free stages.
 - ``dedup``: set by near-dedup on the row it keeps: ``cluster_id`` and ``dropped`` (rows folded into it).
+- ``round``: the round of a repeated stage group that made the row (1, 2, ...; null outside rounds).
 - ``run_id`` / ``created_at``: the build that wrote the row and when (UTC).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -37,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SOURCE = pa.struct(
@@ -60,6 +67,7 @@ GENERATOR = pa.struct(
         ("sampling", pa.string()),
         ("template", pa.string()),
         ("template_hash", pa.string()),
+        ("roles", pa.string()),
         ("tokens_in", pa.int64()),
         ("tokens_out", pa.int64()),
     ]
@@ -72,6 +80,7 @@ SCHEMA = pa.schema(
         pa.field("question", pa.string(), nullable=False),
         pa.field("solution", pa.string()),
         pa.field("answer", pa.string()),
+        pa.field("solution_raw", pa.string()),
         pa.field("messages", pa.list_(MESSAGE)),
         pa.field("source", SOURCE),
         pa.field("parent_ids", pa.list_(pa.string())),
@@ -84,6 +93,7 @@ SCHEMA = pa.schema(
         pa.field("verification", VERIFICATION),
         pa.field("generator", GENERATOR),
         pa.field("dedup", DEDUP),
+        pa.field("round", pa.int32()),
         pa.field("run_id", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
     ],
@@ -126,9 +136,12 @@ def make_record(
     concepts: list[str] | None = None,
     difficulty: str | None = None,
     trajectory: list[dict[str, str]] | None = None,
+    messages: list[dict[str, str]] | None = None,
+    round: int | None = None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Build a complete record dict with its content id and SFT messages filled in."""
+    """Build a complete record dict with its content id and SFT messages filled in (``messages`` overrides the
+    question/solution pair, e.g. a tool-use conversation)."""
     src = {"dataset": None, "split": None, "seed_id": None, "subject": None}
     src.update(source or {})
     ver = {"status": "unverified", "method": None, "votes": None, "samples": None, "detail": None}
@@ -139,16 +152,20 @@ def make_record(
         "sampling": None,
         "template": None,
         "template_hash": None,
+        "roles": None,
         "tokens_in": None,
         "tokens_out": None,
     }
     gen.update(generator or {})
+    if isinstance(gen.get("roles"), dict):
+        gen["roles"] = json.dumps(gen["roles"], sort_keys=True)
     return {
         "id": record_id(question, solution, answer),
         "question": question,
         "solution": solution,
         "answer": answer,
-        "messages": chat_messages(question, solution),
+        "solution_raw": None,
+        "messages": list(messages) if messages else chat_messages(question, solution),
         "source": src,
         "parent_ids": list(parent_ids or []),
         "method": method,
@@ -160,6 +177,7 @@ def make_record(
         "verification": ver,
         "generator": gen,
         "dedup": None,
+        "round": round,
         "run_id": run_id,
         "created_at": datetime.now(timezone.utc),
     }
@@ -180,6 +198,7 @@ def derive(
     fields.setdefault("concepts", parent.get("concepts"))
     fields.setdefault("persona", parent.get("persona"))
     fields.setdefault("run_id", parent.get("run_id"))
+    fields.setdefault("round", parent.get("round"))
     return make_record(
         question=question,
         solution=solution,
@@ -201,3 +220,30 @@ def to_table(records: list[dict[str, Any]]) -> pa.Table:
 
 def from_table(table: pa.Table) -> list[dict[str, Any]]:
     return table.select(list(FIELDS)).to_pylist()
+
+
+CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+def strip_calculator_annotations(text: str) -> str:
+    """``48/2 = <<48/2=24>>24`` -> ``48/2 = 24``: GSM8K's calculator traces, not something to teach a model."""
+    return CALCULATOR_ANNOTATION.sub("", text)
+
+
+def sft_view(record: dict[str, Any], strip_annotations: bool = True) -> dict[str, Any]:
+    """The record as written to the dataset: annotations stripped from ``solution`` and every assistant message,
+    the original kept in ``solution_raw``. The id stays the content hash of what the stages made."""
+    solution = record.get("solution")
+    if not strip_annotations or not solution or "<<" not in solution:
+        return record
+    clean = strip_calculator_annotations(solution)
+    if clean == solution:
+        return record
+    out = dict(record)
+    out["solution_raw"] = solution
+    out["solution"] = clean
+    out["messages"] = [
+        {**m, "content": strip_calculator_annotations(m["content"])} if m.get("role") == "assistant" else m
+        for m in record.get("messages") or chat_messages(record["question"], solution)
+    ]
+    return out

@@ -150,7 +150,7 @@ def test_every_dropped_row_is_kept_aside_with_its_reason(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = (f"name: drops\nseeds:\n  - {{format: jsonl, path: {seeds}}}\n"
-            "dedup: {exact: true, near: {threshold: 0.7}}\n")
+            "dedup: {exact: true, max_solutions_per_question: 1, near: {threshold: 0.7}}\n")
     result = run_build(parse_recipe(text), tmp_path / "out")
     dropped = pq.read_table(tmp_path / "out" / "dropped").to_pylist()
     by_step = {}

@@ -28,34 +28,36 @@ SEEDS = {
 
 
 def teacher(body: dict[str, Any], i: int) -> str:
-    """Deterministic stand-in for a teacher model, keyed on the shipped templates' wording."""
+    """Deterministic stand-in for a teacher model, keyed on the shipped templates' wording. Its solutions reason
+    in words before their box, as real ones do (the solution gates reject a bare box)."""
     user = body["messages"][-1]["content"]
     if user.startswith("Persona:"):
         persona = user.split("\n", 1)[0].removeprefix("Persona: ")
         question = user.split("Original problem:\n", 1)[1].split("\n\nRewrite the problem", 1)[0]
         if question.startswith("DROP"):
-            return "Rewritten problem: a walk, told without its numbers."
+            return f"Rewritten problem: For {persona}: Ed walks some distance every day. How far does he walk?"
         return f"Rewritten problem: For {persona}: {question}"
     if user.startswith("Create a math problem"):
         persona = user.split("\n\n", 2)[1]
         if "gambler" in persona:
             return "Math problem: SPLIT: a gambler rolls 2 dice 3 times. What is the total?"
         return f"Math problem: {persona} stacks 12 boxes of 3 items. How many items?"
-    if user.startswith("Problem:"):
-        gold = re.search(r"The correct final answer is (.+?)\. Find", user).group(1)  # type: ignore[union-attr]
-        return f"The earlier step was wrong. Corrected: ... so \\boxed{{{gold}}}"
+    if user.startswith("Problem:"):  # reflection: told the answer is wrong, never what it should be
+        question = user.split("Problem:\n", 1)[1].split("\n\nA solution", 1)[0]
+        gold = SEEDS[question.split(": ", 1)[1]]
+        return f"Looking again at each step, the earlier total was wrong; recomputing gives {gold}. \\boxed{{{gold}}}"
     question = user.split("\n\n", 1)[1]
     base = question.split(": ", 1)[1] if question.startswith("For ") else question
     if "SPLIT" in base:
-        return f"Guessing: \\boxed{{{100 + i}}}"
+        return f"Estimating the pages instead of counting them exactly gives {100 + i}. \\boxed{{{100 + i}}}"
     if "NOANS" in base:
         return "I am not sure how to finish this."
     if "12 boxes of 3" in base:
-        return "12 * 3 = 36, so \\boxed{36}"
+        return "There are 12 boxes with 3 items in each, so 12 * 3 = 36 items in total. \\boxed{36}"
     gold = SEEDS[base]
     if base.startswith("HARD"):
-        return f"10 + 4 = 14? No: \\boxed{{{int(gold) + 1}}}"
-    return f"Step by step ... the answer is \\boxed{{{gold}}}"
+        return f"Counting what is left after the gift, the total comes to {int(gold) + 1}. \\boxed{{{int(gold) + 1}}}"
+    return f"Combining the quantities of the problem step by step, the total is {gold}. \\boxed{{{gold}}}"
 
 
 def seeds(with_gold: bool = True) -> list[dict[str, Any]]:
@@ -158,9 +160,10 @@ def test_rewrite_mode_keeps_verified_and_reflects(
     assert easy[0]["generator"]["template"] == "persona/rewrite.v1+persona/solve.v1"
     for row in hard + split:
         ver = row["verification"]
-        assert ver["method"] == "reflection" and ver["status"] == "verified" and ver["votes"] == 2
-        assert row["generator"]["template"].endswith("+persona/reflect.v1")
-    assert "'7' (4/4) matches gold" in easy[0]["verification"]["detail"]
+        # reflection never saw the gold: reaching it is an independent check, and says so
+        assert ver["method"] == "reflection_blind" and ver["status"] == "verified" and ver["votes"] == 2
+        assert row["generator"]["template"].endswith("+persona/reflect.v2")
+    assert "agreed answer '7' matches gold '7' (4/4 agree, 4 answered)" == easy[0]["verification"]["detail"]
     assert "!= gold '6'" in hard[0]["verification"]["detail"]
 
     assert funnel.reasons("persona") == {"no_gold": 1, "no_majority": 2, "rewrite_lost_quantities": 2}
@@ -239,6 +242,6 @@ def test_persona_hub_mode(teacher_server: ScriptedOpenAIServer, tmp_path: Path) 
             "method": "majority",
             "votes": 4,
             "samples": 4,
-            "detail": "pseudo-gold '36': 4/4 samples agree (min_agree=3; no gold)",
+            "detail": "pseudo-gold '36' (min_agree=3; no gold) (4/4 agree, 4 answered)",
         }
         assert row["generator"]["template"] == "persona/synthesize.v1+persona/solve.v1"

@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 from pipeline.dedup.clusters import cluster_labels
 from pipeline.dedup.decontam import DECONTAM_THRESHOLD, DEFAULT_BENCHMARKS, Decontaminator
 from pipeline.dedup.index import SignatureIndex
-from pipeline.dedup.keep import RankColumns, choose_keepers, keeper_positions, stage_rank_table
+from pipeline.dedup.keep import (
+    RankColumns,
+    choose_keepers,
+    choose_keepers_limited,
+    keeper_positions,
+    stage_rank_table,
+)
 from pipeline.dedup.spill import RecordSpill
 from pipeline.dedup.text import exact_key
 from pipeline.funnel import Funnel
@@ -77,21 +83,31 @@ def exact_dedup(
     batch_size: int = BATCH,
     progress: Progress | None = None,
     on_duplicate: OnDuplicate | None = None,
+    max_solutions: int = 1,
+    prefer: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
     """Drop rows whose normalised question (case, spacing, punctuation folded; numbers kept) was seen.
 
-    Keeps one row per question by the keep rule (``keep.py``); ``stage_key`` names a row's stage, both for the
-    rule's stage order and for the funnel count (``duplicates``) of each dropped row.
+    Keeps up to ``max_solutions`` rows per question, each with a distinct (normalised) solution, by the keep
+    rule (``keep.py``, with the ``prefer`` preferences); ``stage_key`` names a row's stage, both for the rule's
+    stage order and for the funnel count (``duplicates``) of each dropped row.
     """
     ranks = stage_rank_table(stage_order)
     with _work_dir(work_dir, "mathaug-exact-") as work:
         spill = RecordSpill(work / "exact-rows")
-        cols = RankColumns()
+        cols = RankColumns(prefer=tuple(prefer))
         keys: list[np.ndarray] = []
+        solution_keys: list[np.ndarray] = []
         for batch in _batched(records, batch_size):
             keys.append(
                 np.array(
                     [int.from_bytes(exact_key(r["question"])[:8], "little") for r in batch], dtype=np.uint64
+                )
+            )
+            solution_keys.append(
+                np.array(
+                    [int.from_bytes(exact_key(r.get("solution") or "")[:8], "little") for r in batch],
+                    dtype=np.uint64,
                 )
             )
             cols.add(batch, [stage_key(r) for r in batch], ranks)
@@ -101,10 +117,20 @@ def exact_dedup(
         all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.uint64)
         labels = np.unique(all_keys, return_inverse=True)[1].astype(np.int64)
         arrays = cols.arrays()
-        keep, folded = choose_keepers(labels, *arrays)
+        keepers = None
+        if max_solutions == 1 and not prefer:
+            keep, folded = choose_keepers(labels, *arrays)
+        else:
+            sol = np.concatenate(solution_keys) if solution_keys else np.empty(0, dtype=np.uint64)
+            pairs = np.unique(np.stack([all_keys, sol], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+            keep, folded, keepers = choose_keepers_limited(
+                labels, pairs.astype(np.int64), *arrays, limit=max_solutions, whole_subgroups=False,
+                preferences=cols.preference_arrays(),
+            )
         try:
             yield from _emit_keepers(
-                spill, labels, keep, folded, arrays[2], stage_key, funnel, on_duplicate, progress, batch_size
+                spill, labels, keep, folded, arrays[2], stage_key, funnel, on_duplicate, progress, batch_size,
+                keepers,
             )
         finally:
             spill.remove()
@@ -121,10 +147,12 @@ def _emit_keepers(
     on_duplicate: OnDuplicate | None,
     progress: Progress | None,
     batch_size: int,
+    keepers: np.ndarray | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Pass 2 of exact and near dedup: the parked rows in input order, keepers stamped with what they absorbed;
     each dropped row counted under ``duplicates`` and told to ``on_duplicate`` with its keeper's id."""
-    keepers = keeper_positions(labels, keep) if on_duplicate is not None else None
+    if keepers is None and on_duplicate is not None:
+        keepers = keeper_positions(labels, keep)
     for i, rec in enumerate(spill):
         if keep[i]:
             rec["dedup"] = {"cluster_id": str(rec["id"]), "dropped": int(folded[i])}
@@ -171,8 +199,13 @@ def near_dedup(
     batch_size: int = BATCH,
     progress: Progress | None = None,
     on_duplicate: OnDuplicate | None = None,
+    max_per_cluster: int = 1,
+    prefer: Sequence[str] = (),
+    keep_solutions: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Keep one row per near-duplicate cluster (estimated Jaccard ≥ ``threshold``, same numbers).
+    """Keep one row per near-duplicate cluster (estimated Jaccard ≥ ``threshold``, same numbers), or up to
+    ``max_per_cluster`` distinct questions. With ``keep_solutions`` the rows of one (normalised) question move
+    as one: every solution of a kept question stays (exact dedup already capped them per question).
 
     The kept row gets ``dedup = {cluster_id: its id, dropped: rows folded into it}``. ``index_dir`` keeps the
     signature index between runs (a rerun over the same input reuses it); ``against`` holds earlier output
@@ -184,11 +217,15 @@ def near_dedup(
     with _work_dir(index_dir, "mathaug-near-") as work:
         index = SignatureIndex(work / "signatures", num_perm=num_perm, seed=seed, workers=workers)
         spill = RecordSpill(work / "rows")
-        cols = RankColumns()
+        cols = RankColumns(prefer=tuple(prefer))
         tiebreak: list[np.ndarray] = []
+        questions: list[np.ndarray] = []
         try:
             for batch in _batched(records, batch_size):
                 index.add([r["question"] for r in batch])
+                questions.append(
+                    np.array([int.from_bytes(exact_key(r["question"])[:8], "little") for r in batch], dtype=np.uint64)
+                )
                 cols.add(batch, [r["method"] for r in batch], ranks)
                 tiebreak.append(np.array([content_key(str(r["id"])) for r in batch], dtype=np.int64))
                 spill.write(batch)
@@ -216,9 +253,24 @@ def near_dedup(
             )
             del sigs
             arrays = cols.arrays()
-            keep, folded = choose_keepers(labels, *arrays, anchors=index.rows_of("against"))
+            anchors = index.rows_of("against")
+            keepers = None
+            question_keys = np.concatenate(questions) if questions else np.empty(0, dtype=np.uint64)
+            if max_per_cluster == 1 and not prefer and not keep_solutions:
+                keep, folded = choose_keepers(labels, *arrays, anchors=anchors)
+            else:  # several solutions of one question move as one: their question is what clusters
+                subgroups = (
+                    np.unique(question_keys, return_inverse=True)[1].astype(np.int64)
+                    if keep_solutions
+                    else np.arange(len(question_keys), dtype=np.int64)
+                )
+                keep, folded, keepers = choose_keepers_limited(
+                    labels, subgroups, *arrays, limit=max_per_cluster, whole_subgroups=True,
+                    preferences=cols.preference_arrays(), anchors=anchors,
+                )
             yield from _emit_keepers(
-                spill, labels, keep, folded, arrays[2], _method, funnel, on_duplicate, progress, batch_size
+                spill, labels, keep, folded, arrays[2], _method, funnel, on_duplicate, progress, batch_size,
+                keepers,
             )
         finally:
             spill.remove()

@@ -13,8 +13,9 @@ from pipeline.io.shards import atomic_write_bytes
 
 # licence of each seed dataset we know (HF licence identifiers)
 SEED_LICENSES = {"gsm8k": "mit", "math": "mit", "svamp": "mit", "asdiv": "cc-by-nc-4.0"}
-# licences of data a stage mixes into rows
-STAGE_LICENSES = {"persona": "cc-by-nc-sa-4.0"}
+# licences of data a stage mixes into rows, by the stage parameter that names it (persona banks: our own
+# occupations bank is Apache-2.0 like the code; the Persona Hub sample is CC BY-NC-SA 4.0)
+BANK_LICENSES = {"occupations": "apache-2.0", "personahub": "cc-by-nc-sa-4.0"}
 # most restrictive first: the card inherits the most restrictive licence of what went in
 RESTRICTIVENESS = ["other", "cc-by-nc-sa-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "cc-by-sa-3.0", "cc-by-4.0",
                    "apache-2.0", "mit"]
@@ -29,12 +30,43 @@ CITATIONS = {
 }
 
 
+def input_licenses(recipe: Any) -> dict[str, str]:
+    """Each input of the build (seed source, persona bank, concept bank) and the licence it brought."""
+    found = {f"seeds: {s.name or s.path or s.format}": SEED_LICENSES.get((s.name or s.format).lower(), "other")
+             for s in recipe.seeds}
+    for stage in recipe.stages:
+        for bank in stage.params.get("personas", ["occupations"] if stage.method == "persona" else []):
+            found[f"{stage.stage_name}: persona bank {bank}"] = BANK_LICENSES.get(bank, "other")
+        for bank in stage.params.get("concepts", ["planetmath"] if stage.method == "mathsmith" else []):
+            found[f"{stage.stage_name}: concept bank {bank}"] = BANK_LICENSES.get(bank, "other")
+    return found
+
+
 def _license(recipe: Any, methods: list[str]) -> str:
     if recipe.output.license:
         return recipe.output.license
-    found = {SEED_LICENSES.get((s.name or s.format).lower(), "other") for s in recipe.seeds}
-    found |= {STAGE_LICENSES[m] for m in methods if m in STAGE_LICENSES}
+    found = set(input_licenses(recipe).values())
     return min(found, key=lambda lic: RESTRICTIVENESS.index(lic) if lic in RESTRICTIVENESS else 0)
+
+
+def checks_that_ran(recipe: Any) -> list[str]:
+    """What the build actually did to every kept row, from the recipe (not from what mathaug can do)."""
+    checks = []
+    if recipe.verify.consistency:
+        checks.append("verified (each solution's final answer re-extracted and matched to `answer`"
+                      + ("; failed rows kept with status 'failed'" if recipe.verify.keep_failed else "") + ")")
+    elif not recipe.verify.keep_failed:
+        checks.append("unverified rows dropped (rows made unverified are graded by extract-and-match)")
+    if recipe.dedup.exact:
+        checks.append(f"exact dedup (up to {recipe.dedup.max_solutions_per_question} distinct solutions per question)")
+    if recipe.dedup.near.enabled:
+        checks.append(f"near dedup (MinHash LSH, Jaccard >= {recipe.dedup.near.threshold:g}, "
+                      f"{recipe.dedup.near.max_per_cluster} question(s) per cluster)")
+    if recipe.decontaminate.enabled:
+        semantic = getattr(recipe.decontaminate, "semantic", None)
+        tiers = "13-gram and MinHash" + (" and semantic" if semantic is not None and semantic.enabled else "")
+        checks.append(f"decontaminated ({tiers}) against {', '.join(recipe.decontaminate.benchmarks)}")
+    return checks
 
 
 def _size_category(rows: int) -> str:
@@ -62,10 +94,20 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel, report: b
     lines += [
         f"Built with mathaug {manifest.get('mathaug_version', '')}: "
         f"{manifest.get('rows', 0)} rows in {len(manifest.get('shards', []))} shard(s), run `{manifest.get('run_id')}`,"
-        f" recipe hash `{manifest.get('recipe_hash')}`. Every row was verified, deduplicated (exact + MinHash LSH)"
-        " and decontaminated against "
-        + ", ".join(recipe.decontaminate.benchmarks if recipe.decontaminate.enabled else ["(disabled)"])
+        f" recipe hash `{manifest.get('recipe_hash')}`.",
+        "",
+        "## Checks that ran",
+        "",
+        *[f"- {check}" for check in checks_that_ran(recipe) or ["none: verification, dedup and decontamination "
+                                                                 "were all turned off in the recipe"]],
+        "",
+        "Kept rows per verification method: "
+        + (", ".join(f"`{k}` {v}" for k, v in sorted(manifest.get("verification_methods", {}).items())) or "none")
         + ".",
+        "",
+        "## Inputs and licences",
+        "",
+        *[f"- {name}: {lic}" for name, lic in input_licenses(recipe).items()],
         "",
         "## Load",
         "",
@@ -98,9 +140,11 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel, report: b
         "",
         "## Fields",
         "",
-        "See `pipeline/records.py` in mathaug: `id` (content hash), `question`, `solution`, `answer`, `messages`,"
-        " `source`, `parent_ids`, `method`, `method_params`, `persona`, `concepts`, `difficulty`, `trajectory`,"
-        " `verification`, `generator`, `dedup`, `run_id`, `created_at`.",
+        "See `pipeline/records.py` in mathaug: `id` (content hash), `question`, `solution`, `answer`,"
+        " `solution_raw` (the solution before calculator annotations were stripped), `messages`, `source`,"
+        " `parent_ids`, `method`, `method_params`, `persona`, `concepts`, `difficulty`, `trajectory`,"
+        " `verification`, `generator` (with `roles`: the model of each role), `dedup`, `round`, `run_id`,"
+        " `created_at`.",
         "",
     ]
     return "\n".join(lines)

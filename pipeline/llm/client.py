@@ -82,6 +82,7 @@ class LLMClient:
         start = time.perf_counter()
         try:
             results = self._complete(requests)
+            self._fill_missing_samples(requests, results)
             if check is not None:
                 self._check_and_reask(requests, results, check, max_reasks)
             return results
@@ -140,6 +141,43 @@ class LLMClient:
             )
         return results  # type: ignore[return-value]
 
+    def _fill_missing_samples(self, requests: Sequence[ChatRequest], results: list[Completion]) -> None:
+        """Samples you asked for are samples you got: a server that returns fewer than ``n`` choices (llama.cpp
+        ignores ``n``) gets the missing ones asked as separate one-sample requests with their own seeds.
+
+        Each filler is an ordinary cached request, so a rerun answers it from the cache too.
+        """
+        for attempt in range(1, 3):  # a filler may itself come back empty: one more pass, then give up
+            short = [
+                (i, requests[i].n - len(c.texts))
+                for i, c in enumerate(results)
+                if c.ok and len(c.texts) < requests[i].n
+            ]
+            if not short:
+                return
+            owners: list[int] = []
+            fillers: list[ChatRequest] = []
+            for i, missing in short:
+                have = len(results[i].texts)
+                for j in range(missing):
+                    tag = f"fill{attempt}.{have + j}"
+                    fillers.append(
+                        replace(requests[i], n=1, seed=_derived_seed(requests[i], tag), slot=_slot(requests[i], tag))
+                    )
+                    owners.append(i)
+            self._count("samples_filled", len(fillers))
+            for i in set(owners):  # a cached completion may be shared by repeated requests: copy before growing
+                results[i] = replace(results[i], texts=list(results[i].texts),
+                                     finish_reasons=list(results[i].finish_reasons))
+            for i, extra in zip(owners, self._complete(fillers), strict=True):
+                comp = results[i]
+                comp.prompt_tokens += extra.prompt_tokens
+                comp.completion_tokens += extra.completion_tokens
+                if extra.ok and extra.texts:
+                    comp.texts.append(extra.texts[0])
+                    comp.finish_reasons.append(extra.finish_reasons[0])
+                    comp.filled += 1
+
     def _check_and_reask(
         self, requests: Sequence[ChatRequest], results: list[Completion], check: Check, max_reasks: int
     ) -> None:
@@ -162,8 +200,8 @@ class LLMClient:
                 replace(
                     requests[i],
                     n=len(bad[i]),
-                    seed=_reask_seed(requests[i], attempt),
-                    slot=_reask_slot(requests[i], attempt),
+                    seed=_derived_seed(requests[i], attempt),
+                    slot=_slot(requests[i], f"reask{attempt}"),
                 )
                 for i in order
             ]
@@ -188,12 +226,13 @@ class LLMClient:
                 self.funnel.add(self.stage, f"malformed:{p}", 1)
 
 
-def _reask_seed(request: ChatRequest, attempt: int) -> int:
-    """A new seed per re-ask (else the cache, and a seeded engine, would return the same bad sample)."""
+def _derived_seed(request: ChatRequest, tag: object) -> int:
+    """A new seed per re-ask or filler (else the cache, and a seeded engine, would return the same sample)."""
     basis = request.slot or repr(request.messages)  # the slot survives template edits; messages do not
-    digest = hashlib.sha256(f"{request.seed}|{basis}|{attempt}".encode()).digest()
+    digest = hashlib.sha256(f"{request.seed}|{basis}|{tag}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _reask_slot(request: ChatRequest, attempt: int) -> str | None:
-    return f"{request.slot}|reask{attempt}" if request.slot else None
+def _slot(request: ChatRequest, tag: object) -> str | None:
+    return f"{request.slot}|{tag}" if request.slot else None
+

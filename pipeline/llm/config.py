@@ -10,6 +10,10 @@ from typing import Any, Literal
 
 import pydantic
 
+# vLLM engine options that change what the model returns (the rest only change speed or memory).
+OUTPUT_ENGINE_ARGS = ("quantization", "kv_cache_dtype", "tokenizer", "tokenizer_revision", "hf_overrides",
+                      "generation_config", "override_generation_config")
+
 
 class ModelConfig(pydantic.BaseModel, extra="forbid"):
     """One model and its backend options (vLLM in-process engine, or any OpenAI-compatible server)."""
@@ -30,6 +34,11 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     enable_prefix_caching: bool = True
     seed: int = 0
     extra_engine_args: dict[str, Any] = pydantic.Field(default_factory=dict)
+    keep_loaded: bool = pydantic.Field(
+        False,
+        description="keep the in-process engine between stages that do not use it (default: released as soon as "
+        "the next stage does not use it, so a student and a teacher can alternate on one GPU)",
+    )
 
     # openai: any OpenAI-compatible HTTP server
     base_url: str | None = None
@@ -65,4 +74,10 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         if self.backend == "vllm":
             ident["dtype"] = self.dtype
             ident["max_model_len"] = self.max_model_len
+            ident["seed"] = self.seed  # the engine seed decides unseeded samples
+            for key in OUTPUT_ENGINE_ARGS:
+                if key in self.extra_engine_args:
+                    ident[key] = self.extra_engine_args[key]
+        else:  # the same served name on another server can be another model
+            ident["base_url"] = (self.base_url or "").rstrip("/")
         return ident

@@ -143,6 +143,8 @@ class OpenAIBackend:
             kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = list(request.stop)
+        if request.continue_final:  # vLLM's and SGLang's servers continue the last assistant turn
+            kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         hard_timeout = self.config.request_timeout_s + 10
         attempts = self.config.max_retries + 1
         for attempt in range(attempts):

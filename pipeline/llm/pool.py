@@ -82,6 +82,20 @@ class ModelPool:
             stage=stage,
         )
 
+    def release(self, name: str) -> bool:
+        """Free model ``name``'s in-process engine (GPU memory) until its next use; True if one was running.
+
+        A server-backed model holds nothing between batches, so releasing it is a no-op.
+        """
+        with self._lock:
+            backend = self._backends.pop(name, None)
+        if backend is None or self.configs[name].backend != "vllm":
+            return False
+        backend.close()
+        from pipeline.llm.vllm_backend import release_engine
+
+        return release_engine(self.configs[name])
+
     def describe(self) -> dict[str, Any]:
         """Model configs for the manifest (the API key is only ever an env var name)."""
         return {name: json.loads(cfg.model_dump_json()) for name, cfg in self.configs.items()}

@@ -29,6 +29,9 @@ class ChatRequest:
     template: str | None = None
     template_hash: str | None = None
     slot: str | None = None
+    # the last message is an assistant turn to continue (a prefix the model goes on writing, e.g. after a code
+    # block's output was appended), not a finished turn to answer
+    continue_final: bool = False
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -40,10 +43,12 @@ class ChatRequest:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.continue_final and self.messages[-1]["role"] != "assistant":
+            raise ValueError("continue_final needs an assistant message last (the prefix to continue)")
 
     def sampling(self) -> dict[str, Any]:
         """Every sampling parameter, as recorded in rows and hashed into the cache key."""
-        return {
+        out: dict[str, Any] = {
             "n": self.n,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -51,6 +56,9 @@ class ChatRequest:
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
         }
+        if self.continue_final:  # only when set: keys of ordinary requests stay what they were
+            out["continue_final"] = True
+        return out
 
 
 @dataclass
@@ -70,6 +78,8 @@ class Completion:
     cached: bool = False
     error: str | None = None
     problems: list[str | None] = field(default_factory=list)
+    # samples that came through extra single-sample requests because the server returned fewer than `n`
+    filled: int = 0
 
     @property
     def ok(self) -> bool:

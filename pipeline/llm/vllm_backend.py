@@ -99,6 +99,28 @@ def shutdown_engines() -> None:
         _shutdown(llm)
 
 
+def release_engine(config: ModelConfig) -> bool:
+    """Stop this config's engine (GPU memory freed) when no later stage needs it; False if none was running."""
+    key = json.dumps(engine_args(config), sort_keys=True, default=str)
+    with _ENGINES_LOCK:
+        llm = _ENGINES.pop(key, None)
+    if llm is None:
+        return False
+    _shutdown(llm)
+    del llm
+    try:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    return True
+
+
 def discard_engine(llm: Any) -> None:
     """Forget one engine (the next ``get_engine`` starts a new one) and stop it."""
     with _ENGINES_LOCK:
@@ -136,22 +158,39 @@ class VLLMBackend:
     def _enqueue(
         self, requests: Sequence[ChatRequest], on_done: Callable[[int, Completion], None]
     ) -> dict[str, int]:
-        """Enqueue all requests in one call; if the engine refuses one, enqueue one by one to isolate it."""
+        """Enqueue all requests in one call per kind (new turn / continued turn); if the engine refuses one,
+        enqueue that kind one by one to isolate it."""
+        index: dict[str, int] = {}
+        for continued in (False, True):
+            positions = [i for i, r in enumerate(requests) if r.continue_final == continued]
+            if positions:
+                index.update(self._enqueue_kind([requests[i] for i in positions], positions, continued, on_done))
+        return index
+
+    def _enqueue_kind(
+        self,
+        requests: Sequence[ChatRequest],
+        positions: list[int],
+        continued: bool,
+        on_done: Callable[[int, Completion], None],
+    ) -> dict[str, int]:
         convs = [r.messages for r in requests]
         params = [self._params(r) for r in requests]
+        # a continued turn goes on inside the last assistant message: no new generation prompt
+        turn = {"continue_final_message": True, "add_generation_prompt": False} if continued else {}
         try:
-            ids = self.llm.enqueue_chat(convs, params, use_tqdm=False)
-            return {_external_id(rid): i for i, rid in enumerate(ids)}
+            ids = self.llm.enqueue_chat(convs, params, use_tqdm=False, **turn)
+            return {_external_id(rid): positions[i] for i, rid in enumerate(ids)}
         except Exception:  # noqa: BLE001 - vLLM aborted the whole batch; find the bad request(s)
             pass
         index: dict[str, int] = {}
         for i, (conv, param) in enumerate(zip(convs, params, strict=True)):
             try:
-                (rid,) = self.llm.enqueue_chat([conv], [param], use_tqdm=False)
+                (rid,) = self.llm.enqueue_chat([conv], [param], use_tqdm=False, **turn)
             except Exception as exc:  # noqa: BLE001 - e.g. prompt longer than the context
-                on_done(i, Completion.failed(f"{type(exc).__name__}: {exc}"))
+                on_done(positions[i], Completion.failed(f"{type(exc).__name__}: {exc}"))
                 continue
-            index[_external_id(rid)] = i
+            index[_external_id(rid)] = positions[i]
         return index
 
     def generate(self, requests: Sequence[ChatRequest], on_done: Callable[[int, Completion], None]) -> None:

@@ -2,16 +2,18 @@
 
 ``mode: rewrite`` (PersonaMath): for each seed, draw personas from a bank, rewrite the problem through each
 persona's context keeping every quantity and the answer, have the teacher solve the rewrite ``samples`` times
-(step by step, final ``\\boxed{}``) and keep it when the majority answer matches the seed's gold answer. For
-rewrites the teacher got wrong, an optional reflection pass shows the wrong solution and the gold answer and keeps
-a corrected solution whose answer matches the gold.
+(step by step, final ``\\boxed{}``) and keep it when at least ``min_agree`` of the samples asked reach the seed's
+gold answer. For rewrites the teacher got wrong, an optional reflection pass shows the wrong solution and says
+only that its answer is wrong (never the gold): a corrected solution that reaches the gold was found without
+seeing it, so matching the gold is an independent check.
 
 ``mode: persona_hub`` (PersonaHub): a new problem from a persona alone, solved ``samples`` times and kept only when
-at least ``min_agree`` samples agree; the agreed answer is the row's pseudo-gold, its votes are recorded.
+at least ``min_agree`` of the samples asked agree; the agreed answer is the row's pseudo-gold, its votes recorded.
 
-Every model call goes through one batched ``client.complete`` per step (all rows of the batch at once), so the
-engine sees the whole batch; every request carries a seed drawn from ``ctx.rng(record id)``, so reruns ask the
-same requests and hit the request cache.
+Every rewritten question passes the shared question gates (``pipeline.quality``: asks something, no leaked
+answer or worked solution, every quantity kept, not a near-copy) and every kept solution the solution gates (one
+committed answer, real reasoning). Every call goes through the shared ``LLMStep``: one batched request per step,
+seeds from ``ctx.rng(record id)``, so reruns hit the request cache.
 """
 
 from __future__ import annotations
@@ -20,28 +22,29 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.llm.templates import PromptTemplate, load_template
-from pipeline.llm.types import ChatRequest, Completion
+from pipeline.quality import agreement, numbers_in, question_problems, solution_problems, votes  # noqa: F401 - numbers_in re-exported
 from pipeline.records import derive, make_record
 from pipeline.stages import StageContext
-from pipeline.verify import answers_match, extract_answer, majority
+from pipeline.stages.llm_step import Candidate, LLMParams, LLMStep, generator, stable_slot, usable_texts
+from pipeline.verify import answers_match, extract_answer
 
 NAME = "persona"
-VERSION = "1"
+VERSION = "2"
+ROLES = {"teacher": "rewrites or invents problems and solves them"}
+OUTPUT = "rows"
+VERIFIER = "gold (rewrite) / majority (persona_hub)"
 
 SHIPPED_BANKS = {
     "occupations": "personas/occupations.jsonl",
     "personahub": "personas/personahub_sample.jsonl",
 }
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _PREAMBLE = re.compile(
     r"^\s*(?:\*\*)?(?:rewritten problem|new problem|problem|math problem)\s*:\s*(?:\*\*)?\s*", re.I
 )
@@ -54,14 +57,12 @@ class Templates(BaseModel):
 
     rewrite: str = "persona/rewrite.v1"
     solve: str = "persona/solve.v1"
-    reflect: str = "persona/reflect.v1"
+    reflect: str = "persona/reflect.v2"
     synthesize: str = "persona/synthesize.v1"
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("teacher", description="name of the teacher under the recipe's `models:`")
+class Params(LLMParams):
+    model: str = Field("teacher", description="the teacher's name under the recipe's `models:` (or stage models:)")
     mode: Literal["rewrite", "persona_hub"] = "rewrite"
     personas: list[str] = Field(
         default_factory=lambda: ["occupations"],
@@ -71,7 +72,7 @@ class Params(BaseModel):
     personas_per_seed: int = Field(2, ge=1, le=1000)
     samples: int = Field(4, ge=1, le=256, description="k solutions sampled per problem")
     min_agree: int | float = Field(
-        0.5, description="samples that must agree: a count (2) or a fraction of `samples` (0.5)"
+        0.5, description="samples that must agree: a count (2) or a fraction of the samples asked (0.5)"
     )
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -79,20 +80,12 @@ class Params(BaseModel):
     rewrite_temperature: float = Field(0.7, ge=0, le=2)
     rewrite_max_tokens: int = Field(512, ge=16, description="per rewritten or synthesized problem")
     reflection: bool = Field(
-        True, description="re-ask with the wrong solution and gold answer (rewrite mode)"
+        True, description="re-ask rewrites solved wrongly, saying the answer is wrong but not what it should be"
     )
     reflection_samples: int = Field(2, ge=1, le=64)
-    reasks: int = Field(1, ge=0, le=5, description="re-asks for malformed samples (truncated, no answer)")
-    check_quantities: bool = Field(True, description="reject rewrites that drop a number of the seed")
+    check_quantities: bool = Field(True, description="reject rewrites that drop a quantity of the seed")
     keep_failed: bool = Field(False, description="keep unverified rewrites with status 'failed'")
     templates: Templates = Field(default_factory=Templates)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_computed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "template_hashes" in data:  # a dumped Params validates again
-            data = {k: v for k, v in data.items() if k != "template_hashes"}
-        return data
 
     @model_validator(mode="after")
     def _agreement(self) -> Params:
@@ -103,11 +96,6 @@ class Params(BaseModel):
                 f"min_agree as a count must be in 1..samples ({self.samples}), got {self.min_agree}"
             )
         return self
-
-    @computed_field  # in model_dump, hence in the build's batch key: editing a template reruns this stage
-    @property
-    def template_hashes(self) -> dict[str, str]:
-        return {step: load_template(ref).sha256[:16] for step, ref in self.templates.model_dump().items()}
 
 
 # ------------------------------------------------------------------------------------------------ persona banks
@@ -164,136 +152,80 @@ def load_personas(specs: list[str], data_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def numbers_in(text: str) -> set[str]:
-    """Numbers written in digits, thousands separators dropped (``1,200`` -> ``1200``)."""
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
-
-
 def clean_problem(text: str) -> str:
     """The problem text without a leading ``Rewritten problem:`` / ``Math problem:`` label."""
     return _PREAMBLE.sub("", text.strip(), count=1).strip()
 
 
-def _seed(*parts: object) -> int:
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
 @dataclass
-class Candidate:
+class PersonaCandidate(Candidate):
     """One (seed, persona) pair on its way through rewrite -> solve -> (reflect)."""
 
-    parent: dict[str, Any]
-    persona: str
-    index: int
-    slot: str
-    seed: int
-    gold: str | None
+    persona: str = ""
+    index: int = 0
+    gold: str | None = None
     question: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    used: list[str] = field(default_factory=list)  # steps that ran: rewrite/synthesize, solve, reflect
-    samples: list[str] = field(default_factory=list)
+    samples: list[str | None] = field(default_factory=list)
     answers: list[str | None] = field(default_factory=list)
     verdict: dict[str, Any] | None = None
     solution: str | None = None
     answer: str | None = None
-    reject: str | None = None
-
-    def charge(self, completion: Completion) -> None:
-        self.tokens_in += completion.prompt_tokens
-        self.tokens_out += completion.completion_tokens
 
 
 class _Steps:
-    """Template + sampling per step, and the batched calls."""
+    """The stage's four LLM steps, built once per batch."""
 
     def __init__(self, params: Params, ctx: StageContext) -> None:
-        if ctx.model is None:
-            raise RuntimeError(
-                "the persona stage needs a model: ctx.model is not set (does the recipe have models:?)"
-            )
+        t, p = params.templates, params
+        problem = {"temperature": p.rewrite_temperature, "top_p": p.top_p, "max_tokens": p.rewrite_max_tokens}
+        solve = {"temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens}
         self.params, self.ctx = params, ctx
-        self.client = ctx.model(params.model)
-        self.templates: dict[str, PromptTemplate] = {
-            step: load_template(ref) for step, ref in params.templates.model_dump().items()
+        self.by_name: dict[str, LLMStep[PersonaCandidate]] = {
+            "rewrite": LLMStep(ctx, "rewrite", t.rewrite, reasks=p.reasks, **problem),
+            "synthesize": LLMStep(ctx, "synthesize", t.synthesize, reasks=p.reasks, **problem),
+            "solve": LLMStep(ctx, "solve", t.solve, reasks=p.reasks, n=p.samples, **solve),
+            "reflect": LLMStep(ctx, "reflect", t.reflect, reasks=p.reasks, n=p.reflection_samples, **solve),
         }
 
-    def sampling(self, step: str) -> dict[str, Any]:
-        p = self.params
-        if step in ("rewrite", "synthesize"):
-            return {
-                "n": 1,
-                "temperature": p.rewrite_temperature,
-                "top_p": p.top_p,
-                "max_tokens": p.rewrite_max_tokens,
-            }
-        n = p.samples if step == "solve" else p.reflection_samples
-        return {"n": n, "temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens}
-
-    def ask(
-        self,
-        step: str,
-        cands: list[Candidate],
-        variables: Callable[[Candidate], dict[str, Any]],
-        check: Callable[[Candidate, str, str], str | None],
-    ) -> list[Completion]:
-        tmpl = self.templates[step]
-        requests = [
-            ChatRequest(
-                messages=tmpl.render(**variables(c)),
-                seed=_seed(c.seed, step),
-                template=tmpl.name,
-                template_hash=tmpl.sha256,
-                slot=f"{self.ctx.stage}|{step}|{c.slot}",
-                **self.sampling(step),
-            )
-            for c in cands
-        ]
-        results = self.client.complete(
-            requests,
-            check=lambda i, text, finish: check(cands[i], text, finish),
-            max_reasks=self.params.reasks,
-        )
-        for cand, comp in zip(cands, results, strict=True):
-            cand.charge(comp)
-            cand.used.append(step)
-        return results
+    def __getitem__(self, name: str) -> LLMStep[PersonaCandidate]:
+        return self.by_name[name]
 
 
-def _problem_check(step: str, quantities: bool) -> Callable[[Candidate, str, str], str | None]:
-    def check(cand: Candidate, text: str, finish: str) -> str | None:
+def _problem_check(step: str, params: Params):  # noqa: ANN202 - a Parse for LLMStep
+    def check(cand: PersonaCandidate, text: str, finish: str) -> str | None:
         if finish == "length":
             return f"{step}_truncated"
         problem = clean_problem(text)
         if not problem:
             return f"{step}_empty"
-        if quantities and not numbers_in(cand.parent["question"]) <= numbers_in(problem):
-            return f"{step}_lost_quantities"
-        return None
+        keeps = step == "rewrite"
+        problems = question_problems(
+            problem,
+            source=cand.parent["question"] if keeps else None,
+            answer=cand.gold if keeps else None,
+            keeps_quantities=keeps and params.check_quantities,
+        )
+        return f"{step}_{problems[0]}" if problems else None
 
     return check
 
 
-def _solution_check(step: str) -> Callable[[Candidate, str, str], str | None]:
-    def check(cand: Candidate, text: str, finish: str) -> str | None:
+def _solution_check(step: str):  # noqa: ANN202 - a Parse for LLMStep
+    def check(cand: PersonaCandidate, text: str, finish: str) -> str | None:
         if finish == "length":
             return f"{step}_truncated"
         if extract_answer(text) is None:
             return f"{step}_no_answer"
-        return None
+        problems = solution_problems(text, question=cand.question)
+        return f"{step}_{problems[0]}" if problems else None
 
     return check
 
 
-def _answers(comp: Completion) -> list[str | None]:
-    """Final answers of the usable samples (None for malformed ones)."""
-    problems = comp.problems or [None] * len(comp.texts)
-    return [extract_answer(t) if p is None else None for t, p in zip(comp.texts, problems, strict=True)]
-
-
-def _votes(answers: list[str | None], target: str) -> int:
-    return sum(1 for a in answers if a is not None and answers_match(a, target))
+def _answers(texts: list[str | None], asked: int) -> list[str | None]:
+    """Final answers of the usable samples, padded to the samples asked (missing ones count against)."""
+    answers = [extract_answer(t) if t is not None else None for t in texts]
+    return (answers + [None] * asked)[:asked]
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -302,26 +234,19 @@ def _votes(answers: list[str | None], target: str) -> int:
 def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> list[dict[str, Any]]:
     steps = _Steps(params, ctx)
     bank = load_personas(params.personas, ctx.data_dir)
-    cands: list[Candidate] = []
+    cands: list[PersonaCandidate] = []
     for rec in records:
         ctx.funnel.add(ctx.stage, "in")
         gold = rec.get("answer")
         if params.mode == "rewrite" and not gold:
-            ctx.funnel.reject(ctx.stage, "no_gold")
+            ctx.reject("no_gold")
             continue
         rng = ctx.rng(rec["id"])
-        # what the requests are for, stable across edits of the seed text (explains cache misses only)
-        seed_id = (rec.get("source") or {}).get("seed_id")
-        stable = seed_id if seed_id and rec.get("method") == "seed" else rec["id"]
+        stable = stable_slot(rec)
         for j, persona in enumerate(rng.sample(bank, min(params.personas_per_seed, len(bank)))):
             cands.append(
-                Candidate(
-                    parent=rec,
-                    persona=persona,
-                    index=j,
-                    slot=f"{stable}|{j}",
-                    seed=rng.getrandbits(31),
-                    gold=gold,
+                PersonaCandidate(
+                    parent=rec, persona=persona, index=j, slot=f"{stable}|{j}", seed=rng.getrandbits(31), gold=gold
                 )
             )
     if params.mode == "rewrite":
@@ -332,7 +257,7 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
     out: list[dict[str, Any]] = []
     for cand in cands:
         if cand.verdict is None or (cand.verdict["status"] != "verified" and not params.keep_failed):
-            ctx.funnel.reject(ctx.stage, cand.reject or "unverified")
+            ctx.reject(cand.reject or "unverified", _rejected_row(cand, steps), cand.detail)
             continue
         out.append(_row(cand, steps))
         ctx.funnel.add(ctx.stage, "generated")
@@ -340,117 +265,95 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
     return out
 
 
-def _ask_problems(
-    steps: _Steps,
-    step: str,
-    cands: list[Candidate],
-    variables: Callable[[Candidate], dict[str, Any]],
-    check: Callable[[Candidate, str, str], str | None],
-) -> list[Candidate]:
-    """One problem per candidate (rewrite or synthesize); the candidates whose problem passed its check."""
-    comps = steps.ask(step, cands, variables, check)
+def _ask_problems(steps: _Steps, step: str, cands: list[PersonaCandidate], variables) -> list[PersonaCandidate]:  # noqa: ANN001
+    """One problem per candidate (rewrite or synthesize); the candidates whose problem passed the gates."""
+    comps = steps[step](cands, variables, _problem_check(step, steps.params))
     live = []
     for cand, comp in zip(cands, comps, strict=True):
         if not comp.ok:
-            cand.reject = "request_error"
+            cand.fail("request_error", comp.error or "")
         elif comp.problems[0] is not None:
-            cand.reject = comp.problems[0]
+            cand.fail(comp.problems[0], comp.texts[0][:2000])
         else:
             cand.question = clean_problem(comp.texts[0])
             live.append(cand)
     return live
 
 
-def _solve(steps: _Steps, live: list[Candidate]) -> list[tuple[Candidate, str | None]]:
-    """``samples`` solutions per candidate; each answered candidate with its majority answer (None: no majority)."""
-    comps = steps.ask("solve", live, lambda c: {"question": c.question}, _solution_check("solve"))
+def _solve(steps: _Steps, live: list[PersonaCandidate]) -> list[tuple[PersonaCandidate, str | None]]:
+    """``samples`` solutions per candidate; each answered candidate with its agreed answer (None: no agreement)."""
+    p = steps.params
+    comps = steps["solve"](live, lambda c: {"question": c.question}, _solution_check("solve"))
     solved = []
     for cand, comp in zip(live, comps, strict=True):
         if not comp.ok:
-            cand.reject = "request_error"
+            cand.fail("request_error", comp.error or "")
             continue
-        cand.samples, cand.answers = list(comp.texts), _answers(comp)
-        solved.append((cand, majority(cand.answers, steps.params.min_agree)))
+        cand.samples = usable_texts(comp)
+        cand.answers = _answers(cand.samples, p.samples)
+        solved.append((cand, agreement(cand.answers, p.samples, p.min_agree)))
     return solved
 
 
-def _solution_with(cand: Candidate, answer: str) -> str:
+def _solution_with(cand: PersonaCandidate, answer: str) -> str:
     """The first sampled solution whose answer matches ``answer`` (one exists: ``answer`` came from them)."""
-    return next(t for t, a in zip(cand.samples, cand.answers, strict=True) if a and answers_match(a, answer))
-
-
-def _rewrite(cands: list[Candidate], steps: _Steps) -> None:
-    p = steps.params
-    live = _ask_problems(
-        steps,
-        "rewrite",
-        cands,
-        lambda c: {"persona": c.persona, "question": c.parent["question"]},
-        _problem_check("rewrite", p.check_quantities),
+    return next(
+        t for t, a in zip(cand.samples, cand.answers, strict=False) if t and a and answers_match(a, answer)
     )
-    if not live:
-        return
 
-    wrong: list[Candidate] = []
+
+def _verdict(method: str, answers: list[str | None], target: str, asked: int, detail: str) -> dict[str, Any]:
+    _, received, agreeing = votes(answers, target, asked)
+    return {"status": "verified", "method": method, "votes": agreeing, "samples": asked,
+            "detail": f"{detail} ({agreeing}/{asked} agree, {received} answered)"}
+
+
+def _rewrite(cands: list[PersonaCandidate], steps: _Steps) -> None:
+    p = steps.params
+    live = _ask_problems(steps, "rewrite", cands, lambda c: {"persona": c.persona, "question": c.parent["question"]})
+    wrong: list[PersonaCandidate] = []
     for cand, top in _solve(steps, live):
         if top is not None and answers_match(top, cand.gold):
-            votes = _votes(cand.answers, cand.gold)
             cand.solution = _solution_with(cand, cand.gold)
-            cand.verdict = {
-                "status": "verified",
-                "method": "majority",
-                "votes": votes,
-                "samples": p.samples,
-                "detail": f"majority answer {top!r} ({votes}/{p.samples}) matches gold {cand.gold!r}",
-            }
+            cand.verdict = _verdict("majority", cand.answers, cand.gold, p.samples,
+                                    f"agreed answer {top!r} matches gold {cand.gold!r}")
             continue
-        cand.reject = "no_majority" if top is None else "wrong_answer"
+        _, received, agreeing = votes(cand.answers, top, p.samples) if top else (p.samples, 0, 0)
         detail = (
-            f"no answer reached min_agree={p.min_agree} ({sum(a is not None for a in cand.answers)}/{p.samples} answered)"
+            f"no answer reached min_agree={p.min_agree} of {p.samples} asked "
+            f"({sum(a is not None for a in cand.answers)} answered)"
             if top is None
-            else f"majority answer {top!r} ({_votes(cand.answers, top)}/{p.samples}) != gold {cand.gold!r}"
+            else f"agreed answer {top!r} ({agreeing}/{p.samples}) != gold {cand.gold!r}"
         )
+        cand.fail("no_majority" if top is None else "wrong_answer", detail)
         shown = _wrong_solution(cand, top)
-        cand.verdict = {
-            "status": "failed",
-            "method": "majority",
-            "votes": _votes(cand.answers, top) if top else 0,
-            "samples": p.samples,
-            "detail": detail,
-        }
+        cand.verdict = {"status": "failed", "method": "majority", "votes": agreeing, "samples": p.samples,
+                        "detail": detail}
         cand.solution = shown
         if p.reflection and shown:
             wrong.append(cand)
     if not wrong:
         return
-
-    comps = steps.ask(
-        "reflect",
-        wrong,
-        lambda c: {"question": c.question, "wrong_solution": c.solution, "gold": c.gold},
-        _solution_check("reflect"),
-    )
+    # the teacher sees its wrong solution and that it is wrong, never the gold: reaching the gold is then evidence
+    comps = steps["reflect"](wrong, lambda c: {"question": c.question, "wrong_solution": c.solution},
+                             _solution_check("reflect"))
     for cand, comp in zip(wrong, comps, strict=True):
-        answers = _answers(comp) if comp.ok else []
-        fixed = [t for t, a in zip(comp.texts, answers, strict=False) if a and answers_match(a, cand.gold)]
+        texts = usable_texts(comp) if comp.ok else []
+        answers = _answers(texts, p.reflection_samples)
+        fixed = [t for t, a in zip(texts, answers, strict=False) if t and a and answers_match(a, cand.gold)]
         if not fixed:
-            cand.reject = "reflection_failed"
-            cand.verdict["detail"] += f"; reflection: 0/{p.reflection_samples} corrected"
+            cand.fail("reflection_failed", f"{cand.detail}; reflection: 0/{p.reflection_samples} reach the gold")
+            cand.verdict["detail"] = cand.detail
             continue
         cand.solution = fixed[0]
         cand.reject = None
-        cand.verdict = {
-            "status": "verified",
-            "method": "reflection",
-            "votes": len(fixed),
-            "samples": p.reflection_samples,
-            "detail": f"{cand.verdict['detail']}; reflection: {len(fixed)}/{p.reflection_samples} match gold",
-        }
+        cand.verdict = _verdict("reflection_blind", answers, cand.gold, p.reflection_samples,
+                                f"{cand.verdict['detail']}; reflection without the gold reached it")
 
 
-def _wrong_solution(cand: Candidate, top: str | None) -> str | None:
-    """The solution shown to the reflection pass: one with the (wrong) majority answer, else any answered one."""
-    pairs = list(zip(cand.samples, cand.answers, strict=True))
+def _wrong_solution(cand: PersonaCandidate, top: str | None) -> str | None:
+    """The solution shown to the reflection pass: one with the (wrong) agreed answer, else any answered one."""
+    pairs = [(t, a) for t, a in zip(cand.samples, cand.answers, strict=False) if t is not None]
     if top is not None:
         for text, ans in pairs:
             if ans is not None and answers_match(ans, top):
@@ -458,70 +361,40 @@ def _wrong_solution(cand: Candidate, top: str | None) -> str | None:
     return next((t for t, a in pairs if a is not None), None)
 
 
-def _synthesize(cands: list[Candidate], steps: _Steps) -> None:
+def _synthesize(cands: list[PersonaCandidate], steps: _Steps) -> None:
     p = steps.params
-    live = _ask_problems(
-        steps, "synthesize", cands, lambda c: {"persona": c.persona}, _problem_check("synthesize", quantities=False)
-    )
-    if not live:
-        return
+    live = _ask_problems(steps, "synthesize", cands, lambda c: {"persona": c.persona})
     for cand, top in _solve(steps, live):
         if top is None:
-            cand.reject = "no_agreement"
+            cand.fail("no_agreement", f"no answer reached min_agree={p.min_agree} of {p.samples} asked")
             continue
-        votes = _votes(cand.answers, top)
         cand.answer = top
         cand.solution = _solution_with(cand, top)
-        cand.verdict = {
-            "status": "verified",
-            "method": "majority",
-            "votes": votes,
-            "samples": p.samples,
-            "detail": f"pseudo-gold {top!r}: {votes}/{p.samples} samples agree (min_agree={p.min_agree}; no gold)",
-        }
+        cand.verdict = _verdict("majority", cand.answers, top, p.samples,
+                                f"pseudo-gold {top!r} (min_agree={p.min_agree}; no gold)")
 
 
-def _row(cand: Candidate, steps: _Steps) -> dict[str, Any]:
-    used = [steps.templates[s] for s in cand.used]
-    generator = {
-        "model": steps.client.model,
-        "revision": steps.client.revision,
-        "sampling": json.dumps({s: steps.sampling(s) for s in cand.used}, sort_keys=True),
-        "template": "+".join(t.name for t in used),
-        "template_hash": hashlib.sha256("|".join(f"{t.name}:{t.sha256}" for t in used).encode()).hexdigest(),
-        "tokens_in": cand.tokens_in,
-        "tokens_out": cand.tokens_out,
-    }
+def _row(cand: PersonaCandidate, steps: _Steps) -> dict[str, Any]:
     params = steps.params.model_dump(mode="json")
     params.update(version=VERSION, persona_index=cand.index)
     run_id = steps.ctx.run_id or cand.parent.get("run_id")
+    fields = {"method": NAME, "persona": cand.persona, "method_params": params, "verification": cand.verdict,
+              "generator": generator(cand, steps.by_name), "run_id": run_id, "round": steps.ctx.round}
     if steps.params.mode == "rewrite":
-        return derive(
-            cand.parent,
-            question=cand.question,
-            solution=cand.solution,
-            answer=cand.gold,
-            method=NAME,
-            persona=cand.persona,
-            method_params=params,
-            verification=cand.verdict,
-            generator=generator,
-            run_id=run_id,
-        )
+        return derive(cand.parent, question=cand.question, solution=cand.solution, answer=cand.gold, **fields)
+    seed_id = "persona:" + hashlib.sha256(cand.persona.encode()).hexdigest()[:12]
+    return make_record(question=cand.question, solution=cand.solution, answer=cand.answer,
+                       source={"dataset": "persona_hub", "split": "synthetic", "seed_id": seed_id, "subject": None},
+                       **fields)
+
+
+def _rejected_row(cand: PersonaCandidate, steps: _Steps) -> dict[str, Any]:
+    """What a thrown-away candidate got to, for the dropped table (question or problem text, last solution)."""
+    text = cand.question or (cand.detail if cand.reject and cand.reject.startswith(("rewrite", "synth")) else "")
     return make_record(
-        question=cand.question,
-        solution=cand.solution,
-        answer=cand.answer,
-        method=NAME,
-        source={
-            "dataset": "persona_hub",
-            "split": "synthetic",
-            "seed_id": "persona:" + hashlib.sha256(cand.persona.encode()).hexdigest()[:12],
-            "subject": None,
-        },
-        persona=cand.persona,
-        method_params=params,
-        verification=cand.verdict,
-        generator=generator,
-        run_id=run_id,
+        question=text or "", solution=cand.solution, answer=cand.gold or cand.answer, method=NAME,
+        source=cand.parent.get("source") if cand.parent else None,
+        parent_ids=[cand.parent["id"]] if cand.parent and cand.parent.get("id") else [],
+        persona=cand.persona, verification=cand.verdict or {"status": "failed", "detail": cand.detail},
+        generator=generator(cand, steps.by_name), round=steps.ctx.round,
     )
