@@ -255,3 +255,17 @@ def test_prefect_artifact_markdown_has_the_key_figures(persona_build: Path, tmp_
     assert markdown is not None and markdown.startswith("# Quality report: 1,200 rows")
     assert "| persona | 720 |" in markdown and f"mathaug report {persona_build}" in markdown
     assert report_markdown(tmp_path) is None  # not an output: the build's other artifacts still show
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_flow_run_shows_the_report_figures_as_an_artifact(tmp_path: Path) -> None:
+    from flows.artifacts import REPORT_KEY
+    from flows.build import build_dataset
+    from tests.fixtures.prefect import flow_run_artifacts, small_recipe
+
+    state = build_dataset(str(small_recipe(tmp_path)), str(tmp_path / "flow"), limit=30, return_state=True)
+    assert state.is_completed(), state
+    artifacts = flow_run_artifacts(state.state_details.flow_run_id, expect={REPORT_KEY})
+    markdown = artifacts[REPORT_KEY].data
+    assert markdown.startswith(f"# Quality report: {state.result().rows:,} rows")
+    assert f"mathaug report {tmp_path / 'flow'}" in markdown and "| symbolic |" in markdown
