@@ -120,6 +120,7 @@ def test_a_sentence_answer_yields_its_one_quantity_against_a_numeric_gold(
             "20, 16",
         ),
         (r"So $f(2) = \boxed{5}$ and $f(3) = \boxed{7}$.", "5, 7"),
+        (r"The sides are $\boxed{12}\text{ cm}$ and $\boxed{15}\text{ cm}$.", "12, 15"),
     ],
 )
 def test_a_final_conjunction_of_boxes_is_one_answer(text: str, expected: str) -> None:
@@ -132,7 +133,8 @@ def test_a_final_conjunction_of_boxes_is_one_answer(text: str, expected: str) ->
         # an aside box after the answer is not joined to it, and is not the answer either
         (r"The solutions are $\boxed{(2,2)}$. Note that $\boxed{(6,2)}$ fails because $6 > 5$.", "(2,2)"),
         (r"Thus $\boxed{6}$. Note that $\boxed{12}$ would be the answer if the order mattered.", "6"),
-        # a revision replaces the earlier box
+        # a note that names the answer is no aside; a revision replaces the earlier box
+        ("So $\\boxed{5}$.\n\nNote that the final answer is $\\boxed{7}$.", "7"),
         (r"So $\boxed{12}$. Wait, I double counted the corners, so the answer is $\boxed{14}$.", "14"),
         # parts are joined only when every part from (a) on is boxed
         ("**(a)** The sum is 5.\n\n**(b)** Thus the product is $\\boxed{7}$.", "7"),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .units import unit_info
+
 MAX_ANSWER_CHARS = 300
 MAX_PHRASE_WINDOWS = 40
 
@@ -208,10 +210,12 @@ _VALUE_BEFORE_RE = re.compile(
 _SENTENCE_END_RE = re.compile(r"[.!?][$\"')\]]*(?:\s|$)|\n")
 # A sentence that sets a value aside: a note, a counterfactual ("would ... if"), a rejected or failing value.
 _COUNTERFACTUAL_RE = re.compile(r"\bwould\b[^.]*\bif\b|\bif\b[^.]*\bwould\b", re.I)
-_ASIDE_BEFORE_RE = re.compile(r"\b(?:note\s+that|note:|aside|for\s+example|e\.g\.|compare)\b[^.]*$", re.I)
+# "note that the final answer is \\boxed{7}" introduces the answer: a note that names the answer is no aside.
+_ASIDE_BEFORE_RE = re.compile(
+    r"\b(?:note\s+that|note:|aside|for\s+example|e\.g\.|compare)\b(?![^.]*\banswer\b)[^.]*$", re.I
+)
 _ASIDE_AFTER_RE = re.compile(
-    r"^[\s$.,)]*(?:fails?\b|does\s*n[o']t\s+work|is\s+(?:rejected|extraneous|wrong|incorrect|invalid|not\s+the\s+answer)\b"
-    r"|would\b)",
+    r"^[\s$.,)]*(?:fails?\b|does\s*n[o']t\s+work|is\s+(?:rejected|extraneous|wrong|incorrect|invalid|not\s+the\s+answer)\b)",
     re.I,
 )
 # After the answer, the text doubts it between values ("The answer could be 5 or 6", "I am not sure").
@@ -403,10 +407,17 @@ _PART_ORDER = ("a b c d e f g h", "i ii iii iv v vi vii viii", "1 2 3 4 5 6 7 8 
 
 
 def _joined_by_conjunction(between: str) -> bool:
-    """Whether the text between two boxes only joins them ("and", `\\quad`, a comma, a label `y =`)."""
+    """Whether the text between two boxes only joins them ("and", `\\quad`, a comma, a label `y =`); the unit of
+    the first value may come first (`\\boxed{12}\\text{ cm and }\\boxed{15}`)."""
     if len(between) > 120:
         return False
-    return _BOX_GAP_RE.fullmatch(_GAP_SPACING_RE.sub(" ", between)) is not None
+    gap = _GAP_SPACING_RE.sub(" ", between)
+    unit = re.match(r"\s*([A-Za-z]+)(?:\^\d)?", gap)
+    if unit and (
+        unit_info(unit[1]) is not None or unit[1].lower() in ("units", "unit", "degrees", "square", "cubic")
+    ):
+        gap = gap[unit.end() :]
+    return _BOX_GAP_RE.fullmatch(gap) is not None
 
 
 def _part_rank(label: str) -> tuple[int, int] | None:

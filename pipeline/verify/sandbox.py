@@ -238,6 +238,13 @@ class Pool:
             worker.kill()
 
 
+def call(ref: str, *args: object, timeout: float) -> object:
+    """Run the function ``ref`` (``"pipeline.module:function"``) with picklable ``args`` in a worker under a hard
+    timeout, for a stage's own sympy work (e.g. solving a chain for a masked number). Raises ``VerifyTimeout``
+    (the worker is killed) or ``WorkerError`` (including the function's own exception, as text)."""
+    return default_pool().call(("call", ref, args), timeout)
+
+
 _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -285,6 +292,8 @@ def _serve() -> None:
             reply = _safe(core.decide_sympy, msg[1], msg[2], msg[3])
         elif kind == "match":
             reply = _safe(core.match_inline, msg[1], msg[2])
+        elif kind == "call":
+            reply = _safe(_call_ref, msg[1], msg[2])
         elif kind == "ping":
             reply = ("ok", "pong")
         elif kind == "sleep":  # used by tests to exercise the timeout path
@@ -293,6 +302,16 @@ def _serve() -> None:
         else:
             reply = ("err", f"unknown request {kind!r}")
         _write_frame(stdout, reply)
+
+
+def _call_ref(ref: str, args: tuple) -> object:
+    """Call ``pipeline.<module>:<function>`` with ``args`` (only mathaug's own functions are callable)."""
+    import importlib
+
+    module, _, name = ref.partition(":")
+    if not module.startswith("pipeline.") or not name:
+        raise ValueError(f"not a pipeline function reference: {ref!r}")
+    return getattr(importlib.import_module(module), name)(*args)
 
 
 def _safe(fn, *args) -> tuple[str, object]:
