@@ -24,6 +24,7 @@ from pipeline.quality import (
     values_in,
     votes,
 )
+from pipeline.verify import extract_answer
 
 DATA = Path(__file__).parent / "data" / "quality"
 
@@ -249,6 +250,17 @@ def test_question_type_is_checked():
 
 def test_no_answer():
     assert solution_problems("She sold 48 + 24 = 72 clips altogether in April and May.") == ["no_answer"]
+
+
+def test_a_final_answer_given_by_the_caller_is_not_extracted_again():
+    for row in _rows("bad_solutions.jsonl"):
+        final = extract_answer(row["solution"])
+        if final is not None:
+            assert solution_problems(
+                row["solution"], question=row["question"], final_answer=final
+            ) == _solution(row)
+    text = "Large: 2 × 16 = 32. Small: 2 × 8 = 16. Total: 32 + 16 = 48.\n\nThe final answer is \\boxed{48}."
+    assert solution_problems(text, final_answer="40") == ["answer_contradicts_work"]
 
 
 def test_a_revision_is_one_answer():

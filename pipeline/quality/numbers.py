@@ -290,6 +290,9 @@ def numbers_in(text: str, *, words: bool = True) -> set[str]:
 
 
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+_LATEX_NOISE = re.compile(r"\\[,;!: ]|\\\$|\$|\\left|\\right|\^\{?\\circ\}?|°")
+_UNIT_WORDS = re.compile(r"\s+[a-zA-Z][a-zA-Z ]*\.?$")
+_DECIMAL_OR_RATIO = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$")
 
@@ -299,15 +302,15 @@ def number_value(answer: str) -> Fraction | None:
     if _PLAIN_NUMBER.fullmatch(answer):
         return Fraction(answer)
     s = _TEXT_WRAPPER.sub(r" \1 ", answer).strip()
-    s = re.sub(r"\\[,;!: ]|\\\$|\$|\\left|\\right|\^\{?\\circ\}?|°", " ", s).strip()
-    s = re.sub(r"\s+[a-zA-Z][a-zA-Z ]*\.?$", "", s).strip()  # a unit word: "35 years"
+    s = _LATEX_NOISE.sub(" ", s).strip()
+    s = _UNIT_WORDS.sub("", s).strip()  # a unit word: "35 years"
     percent = s.endswith("%")
     s = s.rstrip("%\\ ").replace(",", "") if percent else s.replace(",", "")
     m = _FRAC.match(s)
     try:
         if m:
             value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
-        elif re.fullmatch(r"-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+", s):
+        elif _DECIMAL_OR_RATIO.fullmatch(s):
             value = Fraction(s)
         else:
             return None

@@ -224,16 +224,22 @@ def _echoes(text: str, question: str | None, prompt: str | None) -> bool:
 
 
 def solution_problems(
-    solution: str, *, question: str | None = None, prompt: str | None = None, min_reasoning_chars: int = 30
+    solution: str,
+    *,
+    question: str | None = None,
+    prompt: str | None = None,
+    min_reasoning_chars: int = 30,
+    final_answer: str | None = None,
 ) -> list[str]:
     """Why a sampled solution is unusable ([] when usable); the first reason is the main one.
 
-    `question` / `prompt`: what the model was given (an echo of them is not a solution).
+    `question` / `prompt`: what the model was given (an echo of them is not a solution). `final_answer`: the
+    answer `extract_answer(solution)` gave, when the caller has it already (saves extracting it twice).
     """
     if not isinstance(solution, str):
         raise TypeError(f"solution must be str, got {type(solution).__name__}")
     found: set[str] = set()
-    final = extract_answer(solution)
+    final = final_answer if final_answer is not None else extract_answer(solution)
     if final is None:
         found.add("no_answer")
     if _echoes(solution, question, prompt):
