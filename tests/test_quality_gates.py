@@ -257,7 +257,7 @@ def test_a_final_answer_given_by_the_caller_is_not_extracted_again():
         final = extract_answer(row["solution"])
         if final is not None:
             assert solution_problems(
-                row["solution"], question=row["question"], final_answer=final
+                row["solution"], question=row["question"], prompt=row.get("prompt"), final_answer=final
             ) == _solution(row)
     text = "Large: 2 × 16 = 32. Small: 2 × 8 = 16. Total: 32 + 16 = 48.\n\nThe final answer is \\boxed{48}."
     assert solution_problems(text, final_answer="40") == ["answer_contradicts_work"]
