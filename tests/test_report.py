@@ -114,6 +114,15 @@ def test_round_column_wins_over_method_params(tmp_path: Path) -> None:
     assert scan.round_source == "round"
 
 
+def test_row_text_is_escaped_not_interpreted(tmp_path: Path) -> None:
+    hostile = '</div><script>alert(1)</script><img src="https://example.com/x.png">'
+    with ShardWriter(tmp_path, rows_per_shard=10) as writer:
+        writer.write([make_record(question=hostile, solution=f"{hostile} so 2", answer="2", method="seed")])
+    page = write_report(tmp_path).page.read_text()
+    assert "<script" not in page and 'src="https://' not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
 def test_samples_are_seeded_and_random(persona_build: Path) -> None:
     first = [s["id"] for s in scan_build(persona_build, seed=1).samples["persona"]]
     again = [s["id"] for s in scan_build(persona_build, seed=1).samples["persona"]]
