@@ -61,12 +61,13 @@ NUM = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+|\.\d+
 NUM_PROSE = re.compile(r"(?<![\w.,:])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+|\.\d+)(?![\w:]|\.\d|,\d{3})")
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 FINAL = re.compile(r"^####\s*(.+?)\s*$", re.M)
-# arithmetic written in the solution's prose without an annotation ("100% - 40% = 60%"): its result is a source
-# the chain may use that no annotation records (annotations are masked with § first, so "48/2 = <<..>>" is not it)
+# a result written in the solution's prose without an annotation ("100% - 40% = 60%", "600ml - 500ml = 100ml"): a
+# source the chain may use that no annotation records (annotations are masked with § first, so "48/2 = <<..>>"
+# is not one)
 _P_NUM = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
-PROSE_ARITHMETIC = re.compile(
-    rf"{_P_NUM}\s*%?\s*[-+*/x×÷]\s*\$?{_P_NUM}\s*%?\s*=\s*\$?({_P_NUM})(?![\d§])"
-)
+PROSE_ARITHMETIC = re.compile(rf"=\s*\$?({_P_NUM})(?![\d§])")
+# "between the 3 of them", "all 4 of us": a count of people the story names, not a quantity to vary
+COUNT_OF_NAMED = re.compile(r"(?<=\b(?:the|all)\s)(\d+)(?=\s+of\s+(?:them|us|you)\b)", re.I)
 
 NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -384,13 +385,21 @@ def _question_numbers(question: str) -> tuple[list[Variable], dict[Fraction, str
         nth = int(m.group(1)) if m.group(1) else ORDINAL_WORDS[m.group(2).lower()]
         for v in (nth, nth - 1):
             stated.setdefault(Fraction(v), m.group(0))
-    # numbers we never touch: times like 3:30, fractions written 1/2
+    # numbers we never touch: times like 3:30, fractions written 1/2, numbers glued to a unit ("5ml"), counts
+    # of named people ("the 3 of them")
     for m in re.finditer(r"\d+(?=[:/]\d)|(?<=[:/])\d+", question):
         stated.setdefault(Fraction(int(m.group(0))), "written fraction or time")
+    for m in re.finditer(r"(?<![\d.,])(\d+(?:\.\d+)?)(?=[a-zA-Z])", question):
+        stated.setdefault(parse_number(m.group(1)), "number glued to a word")
+    counted = {m.start() for m in COUNT_OF_NAMED.finditer(question)}
+    for m in COUNT_OF_NAMED.finditer(question):
+        stated.setdefault(parse_number(m.group(1)), "count of named people")
     for m in NUM.finditer(question):
         text = m.group(0)
         value = parse_number(text)
         before = question[: m.start()]
+        if m.start() in counted:
+            continue
         if re.fullmatch(r"1[89]\d\d|20\d\d", text) and not before.endswith("$") and YEAR.search(before[-12:]):
             stated.setdefault(value, "calendar year")
             continue
@@ -426,8 +435,9 @@ def _candidates(
                 found.append(("cplf", i))
     if value in stated:
         found.append(("const", value))
-    if value in HIDDEN_CONSTANTS_ALLOWED and value not in stated and any(kind == "var" for kind, _ in found):
-        # "bikes 2 hours to work ... to work and back: 2*2": the unstated 2 hides behind the question's 2
+    if value in HIDDEN_CONSTANTS_ALLOWED and value not in stated and found:
+        # "bikes 2 hours to work ... to work and back: 2*2", "split with his friend: 34/2" after a $2 tax step: an
+        # unstated 2 hides behind a question number or a step result of the same value
         found.append(("hidden", value))
     complement = any(kind in ("cpl", "cplf") for kind, _ in found)
     if value in prose and not complement:  # "100% - 40% = 60%" is the complement the chain already knows
