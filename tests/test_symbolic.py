@@ -273,6 +273,22 @@ PARTY_S = (
          "On Monday, Wednesday and Friday, Mike ran 3 * 3 = <<3*3=9>>9 miles\nOn Tuesday and Thursday, he ran 5 * 2 "
          "= <<5*2=10>>10 miles\nDuring the 5 days together, he ran a total of 10 + 9 = <<10+9=19>>19 miles\n#### 19",
          "ambiguous_number_word_or_unit"),
+        # GSM8K train, found by reading variants: "5ml" is glued to its unit, yet the 5 hard candies equal it
+        ("A candy store uses food colouring in various candies. Each lollipop uses 5ml of food colouring, and each "
+         "hard candy also needs food colouring. In one day, the candy store makes 100 lollipops and 5 hard candies. "
+         "They do not use food colouring in anything else. The store has used 600ml of food colouring by the end of "
+         "the day. How much food colouring, in millilitres, does each hard candy need?",
+         "In total, the lollipops needed 5ml of food colouring * 100 lollipops = <<5*100=500>>500ml of food "
+         "colouring.\nThis means that the hard candies needed 600ml total food colouring – 500ml food colouring for "
+         "lollipops = 100ml of food colouring.\nSo each hard candy needed 100ml of food colouring / 5 hard candies = "
+         "<<100/5=20>>20 ml of food colouring.\n#### 20",
+         "ambiguous_number_word_or_unit"),
+        # GSM8K train, found by reading variants: "split with his friend" is an unstated 2 equal to the $2 tax step
+        ("Cody goes to the store and buys $40 worth of stuff.  The taxes were 5%.  After taxes, he got an $8 "
+         "discount.  Cody and his friend split the final price equally. How much did Cody pay?",
+         "The taxes were 40*.05=$<<40*.05=2>>2.\nSo the price was 40+2=$<<40+2=42>>42.\nHe got a discount so the "
+         "price he paid was 42-8=$<<42-8=34>>34.\nSince he paid half his price was 34/2=$<<34/2=17>>17.\n#### 17",
+         "ambiguous_unstated_constant"),
     ],
 )
 def test_uncertain_links_are_rejected(question, solution, reason):
@@ -362,3 +378,20 @@ def test_like_quantities_keep_their_order():
     for question_text, _, answer in variants_of(prices, saving):
         sale, normal, shirts = numbers(question_text)
         assert sale < normal and Fraction(answer) == shirts * (normal - sale)
+
+
+def test_a_count_of_named_people_stays():
+    """John, Cole and Aubrey are "the 3 of them" whatever they hold."""
+    question = (
+        "John has 54 pieces of gum, Cole has 45 pieces of gum and Aubrey has no pieces of gum. They decide to share "
+        "the gum equally between the 3 of them. How many pieces of gum will each one get?"
+    )
+    solution = (
+        "Total pieces of gum are 54 pieces + 45 pieces + 0 pieces = <<54+45=99>>99 pieces\nWhen the pieces are "
+        "shared equally amongst 3 people, each one gets 99 pieces / 3 people = <<99/3=33>>33 pieces/person\n#### 33"
+    )
+    variants = variants_of(question, solution)
+    assert len(variants) >= 10
+    for question_text, _, answer in variants:
+        john, cole, people = numbers(question_text)
+        assert people == 3 and Fraction(answer) == (john + cole) / 3
