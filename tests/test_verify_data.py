@@ -50,6 +50,54 @@ def test_every_math500_gold_matches_itself_and_a_reformatted_self() -> None:
     assert [v.reason for v in verdicts if not v.correct] == []
 
 
+def without_boxes(solution: str) -> str:
+    """A MATH solution with each `\\boxed{X}` replaced by X: the worked text with no commitment left in it."""
+    out, i = [], 0
+    while (j := solution.find("\\boxed{", i)) >= 0:
+        depth, k = 0, j + 6
+        while k < len(solution):
+            depth += {"{": 1, "}": -1}.get(solution[k], 0)
+            if depth == 0:
+                break
+            k += 1
+        out += [solution[i:j], solution[j + 7 : k]]
+        i = k + 1
+    return "".join(out) + solution[i:]
+
+
+PROSE_ENDINGS = [
+    "{work}\n\nAnswer ${a}$",
+    "{work} So ${a}$ is the answer.",
+    "{work}\nFinal Answer: The final answer is ${a}$. I hope it is correct.",
+]
+NOT_COMMITTED_TO_A = [
+    "{work} So ${a}$ is the answer. Wait, I made an arithmetic error, so the answer is ${b}$.",
+    "{work} Is ${a}$ the answer? Checking shows it is not. So ${b}$ is the answer.",
+    "{work} Thus $\\boxed{{{b}}}$. Note that $\\boxed{{{a}}}$ would be the answer if the order mattered.",
+    "{work} The answer could be ${a}$ or ${b}$.",
+]
+
+
+@needs_math
+def test_math500_solutions_ending_in_prose_grade_correct_and_revisions_do_not() -> None:
+    rows = [json.loads(line) for line in MATH500.read_text().splitlines() if line.strip()]
+    golds = [r["answer"] for r in rows]
+    misses, false_accepts = [], []
+    for k, row in enumerate(rows[::2]):
+        work, a = without_boxes(row["solution"]), row["answer"]
+        for ending in PROSE_ENDINGS:
+            if not grade(ending.format(work=work, a=a), a).correct:
+                misses.append((k, ending[:20]))
+        b = golds[(7 * k + 3) % len(golds)]
+        if answers_match(a, b) or answers_match(b, a):
+            continue
+        for ending in NOT_COMMITTED_TO_A:
+            if grade(ending.format(work=work, a=a, b=b), a).correct:
+                false_accepts.append((k, ending[7:40]))
+    assert false_accepts == []
+    assert misses == []
+
+
 @needs_math
 def test_math500_golds_parse_or_are_text() -> None:
     unparsed = []
