@@ -718,6 +718,7 @@ def _tuple_record(node: Node) -> list[tuple[str, Node]] | None:
 
 
 def _top_level_split(s: str, sep: str) -> list[str]:
+    """`s` split at `sep` outside brackets (`(1;2); 3` -> `(1;2)`, ` 3`)."""
     parts, depth, start = [], 0, 0
     for k, ch in enumerate(s):
         if ch in "([{":
