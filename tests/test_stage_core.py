@@ -330,3 +330,77 @@ def test_card_says_which_checks_ran_and_licences(tmp_path: Path) -> None:
     assert "exact dedup" in card and "near dedup" not in card and "decontaminated" not in card
     assert "Kept rows per verification method: `gold` 2." in card
     assert "seeds: " in card and ": other" in card  # a user's own seed file: licence unknown, said so
+
+
+# -- conversations that proceed on their own --------------------------------------------------------------------
+
+
+def _turns(first_prompts: list[str], turns: int, tool_delay: dict[int, float]):  # noqa: ANN202
+    """Requests and an on_done that continues each conversation ``turns`` times, its tool taking a while."""
+    import time
+
+    log: list[tuple[int, int]] = []
+    seen: dict[int, int] = {}
+
+    def request(tag: int, messages: list[dict[str, str]]) -> ChatRequest:
+        return ChatRequest(messages=messages, n=1, max_tokens=8, seed=100 + tag, slot=f"c{tag}",
+                           continue_final=messages[-1]["role"] == "assistant")
+
+    def on_done(tag: int, completion: Any) -> ChatRequest | None:
+        seen[tag] = seen.get(tag, 0) + 1
+        log.append((tag, seen[tag]))
+        assert completion.ok, completion.error
+        if seen[tag] >= turns:
+            return None
+        time.sleep(tool_delay.get(tag, 0.0))  # "running the code"
+        so_far = conversations[tag]
+        text = so_far[-1]["content"] if so_far[-1]["role"] == "assistant" else ""
+        conversations[tag] = [*so_far[:1], {"role": "assistant",
+                                            "content": text + completion.texts[0] + f"\n```output\n{tag}\n```\n"}]
+        return request(tag, conversations[tag])
+
+    conversations = {i: [{"role": "user", "content": p}] for i, p in enumerate(first_prompts)}
+    first = [request(i, conversations[i]) for i in range(len(first_prompts))]
+    return first, on_done, log
+
+
+def test_conversations_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    with ScriptedOpenAIServer(delay_s=0.05, ignore_n=True) as server:
+        cfg = ModelConfig(backend="openai", model=server.model, base_url=server.base_url)
+        first, on_done, log = _turns(["slow tool", "quick a", "quick b"], turns=3, tool_delay={0: 1.0})
+        with ModelPool({"m": cfg}, tmp_path / "c.sqlite") as pool:
+            client = pool.client("m", "tir")
+            client.converse(first, on_done, parallel=3)
+        assert sorted(log) == [(t, k) for t in range(3) for k in (1, 2, 3)]
+        # the quick conversations finished all their turns while the slow one was still in its first tool call
+        assert log.index((1, 3)) < log.index((0, 2)) and log.index((2, 3)) < log.index((0, 2))
+        assert client.usage["requests"] == 9 == len(server.received)
+        assert server.received[-1].get("continue_final_message") is True  # vLLM/SGLang: continue that turn
+        assert server.received[-1]["messages"][-1]["role"] == "assistant"  # a continued turn
+        first, on_done, log = _turns(["slow tool", "quick a", "quick b"], turns=3, tool_delay={})
+        with ModelPool({"m": cfg}, tmp_path / "c.sqlite") as pool:  # a rerun replays from the cache
+            pool.client("m", "tir").converse(first, on_done)
+        assert len(server.received) == 9 and len(log) == 9
+
+
+def test_a_failing_turn_fails_the_call(tmp_path: Path) -> None:
+    with ScriptedOpenAIServer() as server:
+        cfg = ModelConfig(backend="openai", model=server.model, base_url=server.base_url)
+
+        def on_done(tag: int, completion: Any) -> ChatRequest | None:
+            raise RuntimeError(f"tool crashed in conversation {tag}")
+
+        first = [ChatRequest(messages=[{"role": "user", "content": "q"}], n=1, seed=1)]
+        with ModelPool({"m": cfg}) as pool, pytest.raises(RuntimeError, match="tool crashed in conversation 0"):
+            pool.client("m", "tir").converse(first, on_done)
+
+
+@pytest.mark.slow
+def test_conversations_on_the_vllm_engine(tiny_vllm_models: dict[str, Any]) -> None:
+    first, on_done, log = _turns([f"problem {i}" for i in range(6)], turns=3, tool_delay={0: 0.5})
+    with ModelPool(tiny_vllm_models) as pool:
+        client = pool.client("teacher", "tir")
+        client.converse(first, on_done, parallel=4)
+    assert sorted(log) == [(t, k) for t in range(6) for k in (1, 2, 3)]
+    assert client.usage["requests"] == 18 and client.usage["tokens_out"] > 0
+    assert log.index((5, 3)) < log.index((0, 3))  # conversation 0's slow tool did not hold the others back

@@ -141,6 +141,88 @@ class LLMClient:
             )
         return results  # type: ignore[return-value]
 
+    def converse(
+        self,
+        first: Sequence[ChatRequest],
+        on_done: Callable[[int, Completion], ChatRequest | None],
+        *,
+        parallel: int = 4,
+    ) -> None:
+        """Run conversations that proceed on their own (``stream.py``): conversation ``i`` starts with
+        ``first[i]``; each completion goes to ``on_done(i, completion)`` (in a pool of ``parallel`` threads, so
+        tool calls of different conversations overlap), which returns the conversation's next request or None
+        when it is over. The next request is sent at once, while other conversations are still generating.
+
+        Requests are one sample each (``n=1``); every one is looked up in and written to the request cache like
+        ``complete``'s, so a rerun replays each conversation from the cache without sending anything.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pipeline.llm.stream import FeedItem, RequestFeed
+
+        if any(r.n != 1 for r in first):
+            raise ValueError("converse takes one-sample requests (n=1): each sample is its own conversation")
+        feed = RequestFeed()
+        start = time.perf_counter()
+        workers = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mathaug-turn")
+
+        def handle(tag: int, completion: Completion) -> None:
+            def turn() -> None:
+                try:
+                    nxt = on_done(tag, completion)
+                    if nxt is None:
+                        feed.close(tag)
+                    else:
+                        submit(tag, nxt)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    feed.fail(exc)
+
+            workers.submit(turn)
+
+        def submit(tag: int, request: ChatRequest) -> None:
+            if request.n != 1:
+                raise ValueError("converse takes one-sample requests (n=1)")
+            key = RequestKey.of(self.identity, request)
+            hit = self.cache.get_many([key.key]).get(key.key) if self.cache else None
+            if self.cache is not None:
+                self.cache.count(self.stage, "hit" if hit else "miss:" + self.cache.explain_miss(key, request.slot))
+            if hit is not None:
+                self._count("cache_hits", 1)
+                handle(tag, hit)
+            else:
+                feed.put(tag, request, key)
+
+        def answered(item: FeedItem, completion: Completion) -> None:
+            tag, request, key = item
+            self._count("requests", 1)
+            self._count("tokens_in", completion.prompt_tokens)
+            self._count("tokens_out", completion.completion_tokens)
+            if completion.error is not None:
+                self.funnel.add(self.stage, "request_errors", 1)
+            elif self.cache is not None:
+                self.cache.put(key, request, self.stage, completion)
+            handle(tag, completion)
+
+        feed.answer = answered
+        try:
+            for tag in range(len(first)):
+                feed.open(tag)
+            for tag, request in enumerate(first):
+                submit(tag, request)
+            backend = self._backend_factory()
+            stream = getattr(backend, "generate_stream", None)
+            if stream is not None:
+                stream(feed)
+            else:
+                _lock_step(backend, feed)
+            if feed.error is not None:
+                raise feed.error
+        finally:
+            workers.shutdown(wait=True)
+            if self.cache is not None:
+                self.cache.flush()
+            self._count("llm_seconds", time.perf_counter() - start)
+
     def _fill_missing_samples(self, requests: Sequence[ChatRequest], results: list[Completion]) -> None:
         """Samples you asked for are samples you got: a server that returns fewer than ``n`` choices (llama.cpp
         ignores ``n``) gets the missing ones asked as separate one-sample requests with their own seeds.
@@ -224,6 +306,19 @@ class LLMClient:
         for p in problems:
             if p is not None:
                 self.funnel.add(self.stage, f"malformed:{p}", 1)
+
+
+def _lock_step(backend: Backend, feed: Any) -> None:
+    """Conversations on a backend without ``generate_stream``: whatever is queued goes as one batch, repeatedly."""
+    while not feed.finished:
+        items = feed.drain()
+        if not items:
+            item = feed.next(timeout=0.05)
+            if item is None:
+                continue
+            items = [item]
+        batch = items
+        backend.generate([r for _, r, _ in batch], lambda j, comp, batch=batch: feed.answer(batch[j], comp))
 
 
 def _derived_seed(request: ChatRequest, tag: object) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.llm.config import ModelConfig
 from pipeline.llm.errors import BackendAuthError, BackendUnavailableError, ModelNotFoundError
+from pipeline.llm.stream import RequestFeed
 from pipeline.llm.types import ChatRequest, Completion
 
 RETRY_STATUS = frozenset({408, 409, 429})
@@ -216,6 +217,38 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[ChatRequest], on_done: Callable[[int, Completion], None]) -> None:
         if requests:
             run_coroutine(self._generate(requests, on_done))
+
+    def generate_stream(self, feed: RequestFeed) -> None:
+        """Requests as they arrive in ``feed`` (``max_concurrency`` in flight) until every conversation ends."""
+        run_coroutine(self._generate_stream(feed))
+
+    async def _generate_stream(self, feed: RequestFeed) -> None:
+        client = self._client()
+        try:
+            if not self._checked:
+                await self._check_server(client)
+                self._checked = True
+
+            async def worker() -> None:
+                while not feed.finished:
+                    item = feed.try_next()
+                    if item is None:
+                        await asyncio.sleep(0.005)  # a conversation is running its tool: its turn comes soon
+                        continue
+                    feed.answer(item, await self._one(client, item[1]))
+
+            workers = [asyncio.create_task(worker()) for _ in range(self.config.max_concurrency)]
+            try:
+                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    if task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            await client.close()
 
     def close(self) -> None:
         """Clients live for one batch; nothing stays open between batches."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.llm.config import ModelConfig
 from pipeline.llm.errors import EngineStalledError
+from pipeline.llm.stream import RequestFeed
 from pipeline.llm.types import ChatRequest, Completion
 
 _ENGINES: dict[str, Any] = {}
@@ -231,6 +232,29 @@ class VLLMBackend:
             finally:
                 steps.stop()  # the caller failed: the driver aborts what is left, so the engine is clean
 
+    def generate_stream(self, feed: RequestFeed) -> None:
+        """Requests as they arrive in ``feed``, added to the running engine between its steps (one thread owns
+        the engine), until every conversation ends. A conversation busy in its tool does not stall the others."""
+        with self._lock:
+            if self.llm is None:
+                self.llm = get_engine(self.config)
+            engine = self.llm.llm_engine
+            if engine.has_unfinished_requests():
+                raise RuntimeError("the vLLM engine has unfinished requests from another caller")
+            driver = _StreamDriver(self, feed)
+            try:
+                for item, completion in driver.results(self.config.request_timeout_s):
+                    feed.answer(item, completion)
+            except EngineStalledError:
+                stalled, self.llm = self.llm, None
+                threading.Thread(target=discard_engine, args=(stalled,), daemon=True).start()
+                raise EngineStalledError(
+                    f"vLLM engine for {self.config.model} made no step in {self.config.request_timeout_s:g}s "
+                    "(request_timeout_s): shut it down; the next call starts a new engine"
+                ) from None
+            finally:
+                driver.stop()
+
     def close(self) -> None:
         """Engines are per process and shared across pools; ``shutdown_engines`` frees them."""
 
@@ -276,6 +300,87 @@ class _Stepper:
     def stop(self) -> None:
         self.stopping.set()
         if not self.stalled:  # a stalled driver is stuck in the engine; the engine's shutdown frees it
+            self.thread.join()
+
+
+class _StreamDriver:
+    """Owns the engine for a stream: adds the feed's new requests between steps, steps, and hands finished
+    requests (with their feed item) to the caller over a queue. Idle waits (every conversation in its tool) send a
+    heartbeat, so only a step that hangs counts as a stall."""
+
+    _DONE = object()
+    _IDLE = object()
+
+    def __init__(self, backend: VLLMBackend, feed: RequestFeed) -> None:
+        self.backend, self.feed = backend, feed
+        self.engine = backend.llm.llm_engine
+        self.items: dict[str, Any] = {}
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.stalled = False
+        self.thread = threading.Thread(target=self._drive, name="vllm-stream", daemon=True)
+        self.thread.start()
+
+    def _add(self, items: list[Any]) -> None:
+        for item in items:
+            request = item[1]
+            turn = {"continue_final_message": True, "add_generation_prompt": False} if request.continue_final else {}
+            try:
+                (rid,) = self.backend.llm.enqueue_chat(
+                    [request.messages], [self.backend._params(request)], use_tqdm=False, **turn
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. a conversation grown past the context
+                self.queue.put([(item, Completion.failed(f"{type(exc).__name__}: {exc}"))])
+                continue
+            self.items[_external_id(rid)] = item
+
+    def _drive(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self._add(self.feed.drain())
+                if self.engine.has_unfinished_requests():
+                    done = []
+                    for out in self.engine.step():
+                        if out.finished and str(out.request_id) in self.items:
+                            item = self.items.pop(str(out.request_id))
+                            done.append((item, Completion(
+                                texts=[c.text for c in out.outputs],
+                                finish_reasons=[c.finish_reason or "stop" for c in out.outputs],
+                                prompt_tokens=len(out.prompt_token_ids or []),
+                                completion_tokens=sum(len(c.token_ids) for c in out.outputs),
+                            )))
+                    self.queue.put(done)
+                elif self.feed.finished:
+                    break
+                else:
+                    item = self.feed.next(timeout=0.01)
+                    if item is not None:
+                        self._add([item])
+                    self.queue.put(self._IDLE)
+            if self.stopping.is_set() and self.items:
+                self.engine.abort_request(list(self.items))
+            self.queue.put(self._DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self.queue.put(exc)
+
+    def results(self, timeout: float) -> Iterator[tuple[Any, Completion]]:
+        while True:
+            try:
+                got = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                self.stalled = True
+                raise EngineStalledError(f"no engine step in {timeout:g}s") from None
+            if got is self._DONE:
+                return
+            if got is self._IDLE:
+                continue
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if not self.stalled:
             self.thread.join()
 
 
