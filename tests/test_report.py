@@ -231,6 +231,7 @@ def _docs_screenshot(out_dir: Path, name: str, height: int) -> None:
         assert shot.returncode == 0, shot.stderr[-2000:]
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_quickstart_report_renders_in_chromium(quickstart_build: Path, tmp_path: Path) -> None:
     write_report(quickstart_build)
@@ -238,6 +239,7 @@ def test_quickstart_report_renders_in_chromium(quickstart_build: Path, tmp_path:
     _docs_screenshot(quickstart_build, "report_quickstart.png", 1900)
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_persona_report_renders_in_chromium(persona_build: Path, tmp_path: Path) -> None:
     write_report(persona_build)
@@ -245,6 +247,7 @@ def test_persona_report_renders_in_chromium(persona_build: Path, tmp_path: Path)
     _docs_screenshot(persona_build, "report_persona.png", 4200)
 
 
+@pytest.mark.slow
 def test_chromium_check_fails_on_a_broken_image(persona_build: Path, tmp_path: Path) -> None:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
@@ -266,6 +269,7 @@ def test_prefect_artifact_markdown_has_the_key_figures(persona_build: Path, tmp_
     assert report_markdown(tmp_path) is None  # not an output: the build's other artifacts still show
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_flow_run_shows_the_report_figures_as_an_artifact(tmp_path: Path) -> None:
     from flows.artifacts import REPORT_KEY
