@@ -19,7 +19,7 @@ def entity_swap_line(figures: dict[str, Any]) -> str | None:
     kept, made = survival
     share = kept / made if made else 0.0
     return (f"entity swaps kept after dedup: {kept:,} of {made:,} ({_pct(share)}); the rest are near-duplicates of "
-            "their source question (same numbers, other names): raise dedup.near.threshold to keep more")
+            "their source question (same numbers, other names): dedup.near.max_per_cluster: 2 keeps them")
 
 
 def summary_lines(scan: BuildScan) -> list[str]:
