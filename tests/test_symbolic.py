@@ -395,3 +395,23 @@ def test_a_count_of_named_people_stays():
     for question_text, _, answer in variants:
         john, cole, people = numbers(question_text)
         assert people == 3 and Fraction(answer) == (john + cole) / 3
+
+
+def test_a_total_the_question_states_stays_the_sum():
+    """GSM8K train, found by reading variants: "all 14 men and women" must stay 8 + 6 after the draw."""
+    question = (
+        "There are 8 men at a yoga studio with an average weight of 190 pounds and 6 women with an average weight "
+        "of 120 pounds. What is the average weight of all 14 men and women?"
+    )
+    solution = (
+        "The total weight for the 8 men is 8 men * 190 pounds per man = <<8*190=1520>>1520 pounds\n"
+        "The total weight for the 6 women is 6 women * 120 pounds per woman = <<6*120=720>>720 pounds\n"
+        "The total weight for 14 men and women is 1520 pounds + 720 pounds = <<1520+720=2240>>2240 pounds\n"
+        "The average weight per person is 2240 pounds / 14 men and women = <<2240/14=160>>160 pounds\n#### 160"
+    )
+    variants = variants_of(question, solution)
+    assert len(variants) >= 5
+    for question_text, _, answer in variants:
+        men, men_weight, women, women_weight, everyone = numbers(question_text)
+        assert everyone == men + women
+        assert Fraction(answer) == (men * men_weight + women * women_weight) / (men + women)
