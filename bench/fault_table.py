@@ -30,12 +30,17 @@ SECTION = "## fault table (issue 10)"
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| fault | time to error (wall / CPU) | exit | data lost | the error line |", "|---|---|---|---|---|"]
+    rows = ["| fault | time to error (wall / CPU) | exit | data lost | after the fix | the error line |",
+            "|---|---|---|---|---|---|"]
     for o in outcomes:
         line = o.lines[0].removeprefix("error: ") if len(o.lines) == 1 else f"{len(o.lines)} error lines"
         line = line.replace(str(Path(tempfile.gettempdir())), "/tmp").replace("|", "\\|")
         lost = "none" if not o.changed else ", ".join(o.changed[:5])
-        rows.append(f"| {o.fault} | {o.seconds:.1f} s / {o.cpu_seconds:.1f} s | {o.returncode} | {lost} | `{line}` |")
+        fixed = "—" if o.rerun_returncode is None else ("rerun resumes, exit 0" if o.rerun_returncode == 0
+                                                         else f"rerun exit {o.rerun_returncode}")
+        rows.append(
+            f"| {o.fault} | {o.seconds:.1f} s / {o.cpu_seconds:.1f} s | {o.returncode} | {lost} | {fixed} | `{line}` |"
+        )
     return "\n".join(rows)
 
 

@@ -57,6 +57,7 @@ def stop_on_signals(say: Callable[[str], None], out_dir: Path) -> Iterator[None]
 
     def force_exit() -> None:
         say_once()
+        end_child_processes()
         os._exit(EXIT_INTERRUPTED)
 
     def start_grace() -> bool:
@@ -100,6 +101,20 @@ def stop_on_signals(say: Callable[[str], None], out_dir: Path) -> Iterator[None]
         for sig, old in previous.items():
             signal.signal(sig, old)
         os.close(write_fd)  # the watcher reads EOF and ends
+
+
+def end_child_processes() -> None:
+    """Kill this process's children (verify workers, the temporary server, local Dask workers): a forced exit
+    skips the code that would stop them, and they would hold the terminal's pipes open."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(children, timeout=2)
 
 
 def os_error_message(exc: OSError, out_dir: Path) -> str:

@@ -60,6 +60,7 @@ def test_a_fault_is_one_line_exit_2_and_touches_nothing(fault, workspace: Path, 
     assert outcome.changed == [], outcome.changed
     if setup != "_full_disk":  # found before Prefect or any writing started
         assert "Beginning flow run" not in outcome.stderr and not (workspace / "new-out").exists()
+    assert outcome.rerun_returncode in (None, 0), "after the fault was undone, the same command failed"
     found = re.search(r"after (\d+\.\d)s", line)
     if found:  # the unreachable server: the check's own time, whatever the load on this machine
         assert float(found.group(1)) <= 15
@@ -152,14 +153,22 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the build exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+            raise AssertionError(f"the build exited ({proc.returncode}) before {what}: {_stderr(proc)[-3000:]}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """The CLI in the background, its output in files (a pipe would also time any grandchild holding it)."""
+    log = cwd / f"cli-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=log.with_suffix(".out").open("w"), stderr=log.with_suffix(".err").open("w"))
+    proc.err_path = log.with_suffix(".err")  # type: ignore[attr-defined]
+    return proc
+
+
+def _stderr(proc: subprocess.Popen) -> str:
+    return proc.err_path.read_text()  # type: ignore[attr-defined]
 
 
 def _server_child(pid: int) -> psutil.Process | None:
@@ -218,14 +227,18 @@ def test_a_signal_stops_the_build_in_seconds_keeps_batches_and_says_how_to_resum
         stages = out / ".mathaug" / "stages"
         _wait_for(lambda: stages.is_dir() and len(list(stages.rglob("*.parquet"))) >= 2, 300, "two batches", build)
         server = _server_child(build.pid)
+        children = psutil.Process(build.pid).children(recursive=True)
         build.send_signal(sig)
         sent = time.monotonic()
-        _, stderr = build.communicate(timeout=30)
+        build.wait(timeout=60)
         stopped = time.monotonic() - sent
     finally:
         if build.poll() is None:
             build.kill()
+    stderr = _stderr(build)
     assert build.returncode == 130 and stopped < 10, (stopped, stderr[-3000:])
+    left = psutil.wait_procs(children, timeout=10)[1]
+    assert not left, f"processes of the stopped build still run: {[p.cmdline() for p in left]}"
     assert "interrupted" in stderr and "resume with: mathaug build" in stderr and "Traceback" not in stderr
     assert "| ERROR" not in stderr  # no telemetry (or other) error logged by the temporary server
     kept = len(list((out / ".mathaug" / "stages").rglob("*.parquet")))
