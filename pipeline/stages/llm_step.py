@@ -124,15 +124,19 @@ class LLMStep(Generic[T]):
         self.stop = list(stop) if stop else None
         self.sampling = {"n": 1, **sampling}
 
-    def prompt(self, cand: T, variables: dict[str, Any], turns: Turns | None = None) -> ChatRequest:
-        """The request for ``cand``: the template rendered with ``variables``, or ``turns`` continued."""
+    def prompt(
+        self, cand: T, variables: dict[str, Any], turns: Turns | None = None, turn: int = 0
+    ) -> ChatRequest:
+        """The request for ``cand``: the template rendered with ``variables``, or ``turns`` continued; ``turn``
+        numbers the requests of one conversation (its seed and slot differ per turn)."""
         messages = self.template.render(**variables) if turns is None else [dict(m) for m in turns.messages]
+        seed = request_seed(cand.seed, self.step) if turns is None else request_seed(cand.seed, self.step, turn)
         return ChatRequest(
             messages=messages,
-            seed=request_seed(cand.seed, self.step) if turns is None else request_seed(cand.seed, self.step, len(messages)),
+            seed=seed,
             template=self.template.name,
             template_hash=self.template.sha256,
-            slot=f"{self.ctx.stage}|{self.step}|{cand.slot}" + (f"|t{len(messages)}" if turns else ""),
+            slot=f"{self.ctx.stage}|{self.step}|{cand.slot}" + (f"|t{turn}" if turns else ""),
             stop=self.stop,
             continue_final=bool(turns and messages[-1]["role"] == "assistant"),
             **self.sampling,
@@ -151,7 +155,8 @@ class LLMStep(Generic[T]):
         if (variables is None) == (turns is None):
             raise ValueError("give either variables (a new conversation) or turns (one to continue)")
         requests = [
-            self.prompt(c, variables(c) if variables else {}, turns(c) if turns else None) for c in cands
+            self.prompt(c, variables(c) if variables else {}, turns(c) if turns else None, len(c.used))
+            for c in cands
         ]
         check = None if parse is None else (lambda i, text, finish: parse(cands[i], text, finish))
         results = self.client.complete(requests, check=check, max_reasks=self.reasks)
