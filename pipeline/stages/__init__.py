@@ -17,6 +17,9 @@ and, optionally:
   its parent row, which leaves the dataset) or ``"intermediate"`` (consumed by later stages, never written).
 - ``VERIFIER``: how its rows are verified (``gold``, ``majority``, ``execution``, ``recompute``); recorded in
   ``verification.method`` by the stage itself, declared here for the dataset card and docs.
+- ``round_roles(params, round)``: inside a ``rounds:`` group, the roles whose model changes with the round:
+  role -> a recipe model name (e.g. one student checkpoint per round) or a ``RoundInput`` (a model the user gives
+  while the build waits, e.g. a student trained on the rounds so far). The round's model is in the batch key.
 
 A stage never imports Prefect, never writes files of its own, and counts what it throws away with
 ``ctx.reject(reason, candidate)``. LLM stages get model clients through ``ctx.client(role)``.
@@ -50,6 +53,10 @@ REGISTRY: dict[str, str] = {
     "symbolic": "pipeline.stages.symbolic",
     "entity_swap": "pipeline.stages.entity_swap",
     "persona": "pipeline.stages.persona",
+    "code_tir": "pipeline.stages.code_tir",
+    "llm2llm": "pipeline.stages.llm2llm",
+    "fobar": "pipeline.stages.fobar",
+    "evolve": "pipeline.stages.evolve",
 }
 
 
@@ -65,6 +72,7 @@ class StageDef:
     output: Output = "rows"
     verifier: str = "gold"
     description: str = ""
+    round_roles: RoundRoles | None = None
 
     # the names a module exposes, so ``get_stage(m).VERSION`` keeps working for callers of the old interface
     @property
@@ -99,7 +107,19 @@ class StageDef:
             output=output,
             verifier=getattr(obj, "VERIFIER", "gold"),
             description=(getattr(obj, "__doc__", "") or "").strip().split("\n")[0],
+            round_roles=getattr(obj, "round_roles", None),
         )
+
+
+@dataclass(frozen=True)
+class RoundInput:
+    """A role's model for one round that the user gives while the build waits (a path or a served name that
+    replaces ``model`` of the role's recipe model): e.g. the student trained on the rounds so far."""
+
+    prompt: str
+
+
+RoundRoles = Callable[[BaseModel, int], dict[str, "str | RoundInput"]]
 
 
 class StageRejection(Exception):
@@ -124,6 +144,7 @@ class StageContext:
     model: Callable[[str], Any] | None = None
     roles: dict[str, str] = field(default_factory=dict)  # role -> model name in the recipe
     round: int | None = None
+    batch: int = 0  # the batch's index in its stage (and round): 0 once per stage run, e.g. for a per-round probe
     advance: Callable[[int], None] = lambda n: None
     # told of every candidate a stage throws away: (candidate record or None, reason, detail)
     on_reject: Callable[[dict[str, Any] | None, str, str], None] | None = None
