@@ -8,17 +8,22 @@ chain in exact rational arithmetic.
 The answer is only as right as the links, so a link is made only when it is certain. An operand whose value
 matches more than one source is ambiguous and the problem is rejected with a counted reason, never guessed:
 several earlier steps of that value (``6+6`` from two different steps), a number word or a value a word implies
-("four times", "a week" = 7) next to a question number or step result, two equal numbers in the question (each
-occurrence is its own quantity), a percentage next to its complement, or a result the solution computed in prose
-outside the annotations ("100% - 40% = 60%"). A wrong label in training data costs more than a missing row.
+("four times", "a week" = 7, "the twelfth month", "Monday, Wednesday and Friday" = 3, "5ml") next to a question
+number or step result, two equal numbers in the question (each occurrence is its own quantity), a percentage next
+to its complement, a result the solution wrote in prose outside the annotations ("100% - 40% = 60%"), or an
+unstated 1 or 2 next to a question number or step ("to work and back": 2*2). Also rejected: an unstated constant
+above 2, a question number the chain never reads (it may be tied to the ones it does: "3 groups ... 2 of them"),
+a question number twice in one step. A wrong label in training data costs more than a missing row; the figures
+and an independent audit against hand-labelled GSM8K test problems are in bench/RESULTS.md.
 
 Constraints on a draw (rejection sampling), so the story stays sensible: each number stays within
 ``relative_range`` of its original value (default ±50%) with the same decimals and roundness, never becomes 0 or
 1; integers stay integers, every step whose original result was an integer must stay one (no remainder the story
-forbids), every step keeps its sign and stays below one when it was; numbers of the same noun keep their order
-("22 men stayed" of "25 men"); natural bounds hold (hours in a day, minutes in an hour, days in a week, months
-in a year, ages up to 100, percentages below 100) for question numbers and for step results the solution labels
-so. Articles are fixed after substitution ("an 8 hour day" → "a 6 hour day").
+forbids), every step keeps its sign and stays below one when it was; numbers of the same noun, unit or currency
+keep their order ("22 men stayed" of "25 men"); a question number that is the sum or product of two others stays
+so ("8 men ... 6 women ... all 14"); natural bounds hold (hours in a day, minutes in an hour, days in a week or a
+month, months in a year, ages up to 100, percentages, elevation angles) for question numbers and for step results
+the solution labels so. Articles are fixed after substitution ("an 8 hour day" → "a 6 hour day").
 """
 
 from __future__ import annotations
