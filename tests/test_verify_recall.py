@@ -31,6 +31,11 @@ def check(given: str, gold: str, expected: bool) -> None:
         ("The smallest such $n$ is $12$, which is the answer.", "12"),
         ("Hence $5$ is indeed the answer.", "5"),
         ("Both factors are positive. The answer, therefore, is $12$.", "12"),
+        (
+            "The final answer is the number of ways the 5 books could be arranged on the shelf so that no two "
+            "math books are adjacent, which is 19.",
+            "19",
+        ),
         ("So, the answer to the question is 5.", "5"),
         ("We count the remaining cases.\n\nAnswer\n$7$", "7"),
         ("Solving gives $x = 6$. So 6 is the answer.", "6"),

@@ -188,6 +188,7 @@ def _span_after(text: str, start: int) -> tuple[str, int] | None:
     return answer, start + cut
 
 
+_WHICH_IS_RE = re.compile(r",\s*which\s+(?:is|equals|comes\s+to)\s+", re.I)
 _OPTION_CORRECT_RE = re.compile(
     r"\b(?:option|choice|answer)\s*\(?\s*([A-E])\s*\)?\s+is\s+(?:the\s+)?(?:correct|right)\b"
     r"|\(([A-E])\)\s+is\s+(?:the\s+)?(?:correct|right)\b"
@@ -285,6 +286,12 @@ def _phrases(text: str) -> list[Candidate]:
         sentence = _SENTENCE_ANSWER_RE.match(answer.strip())
         if sentence:  # "Answer: The total is 5" -> "5"
             answer = sentence.group(1)
+        # "the answer is the number of ways ... so that ..., which is 19": the description names the value
+        which = _WHICH_IS_RE.search(_SENTENCE_END_RE.split(text[end : end + 300])[0])
+        if which and len(re.findall(r"[A-Za-z]{2,}", answer)) >= 3:
+            value = _span_after(text, end + which.end())
+            if value is not None and value[0].strip():
+                answer, end = value
         out.append(Candidate(m.start(), end, answer, "phrase"))
     return out
 
