@@ -70,10 +70,16 @@ def test_prose_without_a_commitment_or_with_a_hedge_gives_none(text: str) -> Non
     [
         "So the answer is $12$. The answer could be $13$ or $12$, depending on the reading.",
         "So the answer is $\\boxed{12}$. I am not sure about the second case, though.",
+        "So $\\boxed{4}$. It is either 4 or 5.",
     ],
 )
 def test_doubt_after_the_answer_withdraws_it(text: str) -> None:
     assert extract_answer(text) is None
+
+
+def test_either_without_an_alternative_is_no_hedge() -> None:
+    text = "That leaves $35-20=\\boxed{15}$ who didn't get an A in either."
+    assert extract_answer(text) == "15"
 
 
 def test_a_counterfactual_answer_is_not_a_commitment() -> None:

@@ -74,7 +74,7 @@ _JUDGEMENT_RE = re.compile(
     re.I,
 )
 _HEDGE_RE = re.compile(
-    r"\b(?:not\s+(?:sure|certain)|unsure|uncertain|or\s+(?:maybe|possibly|perhaps)|either\b|might\s+be|"
+    r"\b(?:not\s+(?:sure|certain)|unsure|uncertain|or\s+(?:maybe|possibly|perhaps)|either\b(?=[^.]*\bor\b)|might\s+be|"
     r"could\s+(?:also\s+)?be|can't\s+decide|cannot\s+decide|probably)\b",
     re.I,
 )
@@ -222,6 +222,7 @@ _ASIDE_AFTER_RE = re.compile(
 # After the answer, the text doubts it between values ("The answer could be 5 or 6", "I am not sure").
 _LATER_HEDGE_RE = re.compile(
     r"\b(?:the\s+answer|it)\s+(?:could|might|may)\s+(?:also\s+|instead\s+)?be\s*(?=\$|\\\(|-?\d)"
+    r"|\b(?:the\s+answer|it)\s+(?:is|could\s+be|might\s+be)\s+either\b[^.]*\bor\b"
     r"|\bnot\s+(?:sure|certain)\b|\bunsure\b",
     re.I,
 )
