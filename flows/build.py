@@ -385,10 +385,8 @@ def _temporary_server() -> Iterator[None]:
         os.environ["PREFECT_API_URL"] = url  # Dask/Ray workers inherit it
         try:
             with temporary_settings(updates={PREFECT_API_URL: url}):
-                try:
-                    yield
-                finally:
-                    _drain_to_server()
+                yield
+                _drain_to_server()  # not after an error or a signal: stopping fast matters more then
         finally:
             if previous is None:
                 os.environ.pop("PREFECT_API_URL", None)

@@ -101,6 +101,11 @@ def _options(
     """Verified, deduplicated math SFT data."""
 
 
+def say(text: str) -> None:
+    """One line to the user on stderr, never wrapped at the terminal's width."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -138,7 +143,7 @@ def build(
     except OSError as exc:
         fail(os_error_message(exc, out))
     try:
-        with stop_on_signals(console.print, out), run_lock(out), progress_bar() as progress:
+        with stop_on_signals(say, out), run_lock(out), progress_bar() as progress:
             reporter = RichReporter(progress)
             if direct:
                 result = run_build(parsed, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,

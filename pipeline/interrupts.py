@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-GRACE_S = 5.0
+GRACE_S = 3.0
 EXIT_INTERRUPTED = 130
 
 
@@ -114,7 +114,7 @@ def end_child_processes() -> None:
             child.kill()
         except psutil.Error:
             continue
-    psutil.wait_procs(children, timeout=2)
+    psutil.wait_procs(children, timeout=1)
 
 
 def os_error_message(exc: OSError, out_dir: Path) -> str:
