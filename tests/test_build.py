@@ -28,7 +28,7 @@ def test_quickstart_rows_are_verified_with_provenance(quickstart):
     rows = list(read_records(out))
     assert len(rows) == result.rows > 1000
     methods = {r["method"] for r in rows}
-    assert methods == {"seed", "symbolic", "entity_swap"}
+    assert methods == {"seed", "symbolic", "entity_swap", "fobar"}
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids))
     for r in rows:

@@ -27,6 +27,9 @@ CITATIONS = {
     "entity_swap": "Karim et al. 2025, Lost in Cultural Translation, arXiv:2503.18018",
     "persona": "Ge et al. 2024, Scaling Synthetic Data Creation with 1,000,000,000 Personas (PersonaHub), "
     "arXiv:2406.20094; Luo et al. 2024, PersonaMath, arXiv:2410.01504",
+    "fobar": "Yu et al. 2023, MetaMath (FOBAR backward questions), arXiv:2309.12284",
+    "evolve": "Li et al. 2023, MuggleMath, arXiv:2310.05506; Luo et al. 2023, WizardMath (Evol-Instruct), "
+    "arXiv:2308.09583; Yu et al. 2023, MetaMath, arXiv:2309.12284",
 }
 
 
