@@ -7,7 +7,8 @@ sympy): a stage calls them on every candidate and records the first reason as th
 
 - `question_problems(question, source=, answer=, keeps_quantities=)` -> reasons (`QUESTION_REASONS`)
 - `solution_problems(solution, question=, prompt=)` -> reasons (`SOLUTION_REASONS`)
-- `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`
+- `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`;
+  `sample_answers(texts, asked)`: each sample's final answer, padded with None to the samples asked
 - `numbers_in(text)`: the numbers a rewrite must keep, digits and words ("three" -> "3")
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from .numbers import Quantity, number_value, numbers_in, quantities, values_in
 from .questions import QUESTION_REASONS, question_problems
 from .solutions import SOLUTION_REASONS, same_answer, solution_problems
-from .votes import agreement, votes
+from .votes import agreement, sample_answers, votes
 
 __all__ = [
     "QUESTION_REASONS",
@@ -28,6 +29,7 @@ __all__ = [
     "quantities",
     "question_problems",
     "same_answer",
+    "sample_answers",
     "solution_problems",
     "values_in",
     "votes",

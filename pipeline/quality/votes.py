@@ -6,7 +6,7 @@ not 1 of 1.
 
 from __future__ import annotations
 
-from pipeline.verify import answers_match, majority
+from pipeline.verify import answers_match, extract_answer, majority
 
 
 def _check(answers: list[str | None], asked: int) -> None:
@@ -32,3 +32,10 @@ def agreement(answers: list[str | None], asked: int, min_agree: int | float) -> 
     ASKED (missing samples are padded as disagreeing). Otherwise as `pipeline.verify.majority`."""
     _check(answers, asked)
     return majority([*answers, *[None] * (asked - len(answers))], min_agree)
+
+
+def sample_answers(texts: list[str | None], asked: int) -> list[str | None]:
+    """Each sample's final answer, padded to the samples asked: a sample that a check rejected (None), that has
+    no answer, or that never came back is None, so it counts against agreement."""
+    answers = [extract_answer(t) if t is not None else None for t in texts]
+    return (answers + [None] * asked)[:asked]

@@ -49,8 +49,9 @@ class LLMParams(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_computed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "template_hashes" in data:  # a dumped Params validates again
-            data = {k: v for k, v in data.items() if k != "template_hashes"}
+        computed = cls.model_computed_fields  # template_hashes, and any a stage adds (e.g. a file's hash)
+        if isinstance(data, dict) and computed.keys() & data.keys():  # a dumped Params validates again
+            data = {k: v for k, v in data.items() if k not in computed}
         return data
 
     @computed_field  # type: ignore[prop-decorator]
