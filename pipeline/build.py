@@ -327,6 +327,7 @@ def run_build(
             stage_order=recipe.stage_order(),
             max_solutions=recipe.dedup.max_solutions_per_question,
             prefer=recipe.dedup.prefer,
+            length_targets=recipe.dedup.length_targets,
             work_dir=state.work_dir / "exact",
             on_duplicate=drop_to("exact_dedup"),
         )

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.io.seeds import SeedSpec
 from pipeline.stages import get_stage, known_methods
 
-ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# innermost first, so a default can itself be a variable: ${MATHAUG_STUDENT_MODEL:-${MATHAUG_MODEL:-x}}
+ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 
 
 class StageSpec(BaseModel):
@@ -143,7 +144,7 @@ class NearDedupSpec(BaseModel):
     )
 
 
-Preference = Literal["shorter", "longer", "executed", "more_votes"]
+Preference = Literal["shorter", "longer", "near_target", "executed", "more_votes"]
 
 
 class DedupSpec(BaseModel):
@@ -155,8 +156,13 @@ class DedupSpec(BaseModel):
     )
     prefer: list[Preference] = Field(
         default_factory=list,
-        description="which solutions of a question win, after 'verified first': shorter, longer, executed "
-        "(verified by running code), more_votes; then the earlier stage",
+        description="which solutions of a question win, after 'verified first': shorter, longer, near_target "
+        "(nearest the length target of the row's difficulty tier), executed (verified by running code), more_votes; "
+        "then the earlier stage",
+    )
+    length_targets: dict[str, int] | None = Field(
+        None, description="words per difficulty tier for near_target (default: simple 60, moderate 150, highly "
+        "complex 300, MATH Level 1-5 60..300, other 120)",
     )
     near: NearDedupSpec = Field(default_factory=NearDedupSpec)
     against: list[str] = Field(default_factory=list, description="earlier output dirs whose rows count as kept")
@@ -378,7 +384,10 @@ def expand_env(value: Any, path: list[str] | None = None) -> Any:
                 return default
             raise _UnsetVariableError(path, name)
 
-        return ENV_VAR.sub(sub, value)
+        expanded = ENV_VAR.sub(sub, value)
+        while expanded != value and ENV_VAR.search(expanded):  # a default that was itself a ${VAR}
+            value, expanded = expanded, ENV_VAR.sub(sub, expanded)
+        return expanded
     if isinstance(value, list):
         return [expand_env(v, [*path, str(i)]) for i, v in enumerate(value)]
     if isinstance(value, dict):

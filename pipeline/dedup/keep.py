@@ -40,14 +40,22 @@ def prior_dropped(record: dict[str, Any]) -> int:
     return int(dedup.get("dropped") or 0)
 
 
-EXECUTED_METHODS = frozenset({"execution", "executed", "code"})
+EXECUTED_METHODS = frozenset({"execution", "execution+majority", "executed", "code"})
+# length targets (words) per difficulty tier for `near_target`: harder problems get longer solutions ("When More
+# is Less": accuracy is an inverted U in CoT length, its peak moving right with difficulty)
+LENGTH_TARGETS = {"simple": 60, "moderate": 150, "highly complex": 300, "Level 1": 60, "Level 2": 90,
+                  "Level 3": 150, "Level 4": 220, "Level 5": 300, "": 120}
 
 
-def preference_value(record: dict[str, Any], preference: str) -> int:
+def preference_value(record: dict[str, Any], preference: str, targets: dict[str, int] | None = None) -> int:
     """A row's sort value for one preference (smaller wins)."""
     if preference in ("shorter", "longer"):
         length = len(record.get("solution") or "")
         return length if preference == "shorter" else -length
+    if preference == "near_target":
+        targets = targets or LENGTH_TARGETS
+        target = targets.get(record.get("difficulty") or "", targets.get("", LENGTH_TARGETS[""]))
+        return abs(len((record.get("solution") or "").split()) - target)
     verification = record.get("verification") or {}
     if preference == "executed":
         return 0 if verification.get("method") in EXECUTED_METHODS else 1
@@ -61,6 +69,7 @@ class RankColumns:
     """Per-row keep-rule columns, collected batch by batch."""
 
     prefer: tuple[str, ...] = ()
+    targets: dict[str, int] | None = None
     unverified: list[np.ndarray] = field(default_factory=list)
     stage: list[np.ndarray] = field(default_factory=list)
     ids: list[np.ndarray] = field(default_factory=list)
@@ -74,7 +83,7 @@ class RankColumns:
         self.ids.append(np.array([str(r["id"]).encode("utf-8") for r in records], dtype=np.bytes_))
         self.dropped.append(np.array([prior_dropped(r) for r in records], dtype=np.int64))
         self.preferences.append(
-            [np.array([preference_value(r, p) for r in records], dtype=np.int64) for p in self.prefer]
+            [np.array([preference_value(r, p, self.targets) for r in records], dtype=np.int64) for p in self.prefer]
         )
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

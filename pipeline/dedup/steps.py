@@ -85,6 +85,7 @@ def exact_dedup(
     on_duplicate: OnDuplicate | None = None,
     max_solutions: int = 1,
     prefer: Sequence[str] = (),
+    length_targets: dict[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Drop rows whose normalised question (case, spacing, punctuation folded; numbers kept) was seen.
 
@@ -95,7 +96,7 @@ def exact_dedup(
     ranks = stage_rank_table(stage_order)
     with _work_dir(work_dir, "mathaug-exact-") as work:
         spill = RecordSpill(work / "exact-rows")
-        cols = RankColumns(prefer=tuple(prefer))
+        cols = RankColumns(prefer=tuple(prefer), targets=length_targets)
         keys: list[np.ndarray] = []
         solution_keys: list[np.ndarray] = []
         for batch in _batched(records, batch_size):

@@ -54,9 +54,11 @@ REGISTRY: dict[str, str] = {
     "entity_swap": "pipeline.stages.entity_swap",
     "persona": "pipeline.stages.persona",
     "code_tir": "pipeline.stages.code_tir",
+    "cot_length": "pipeline.stages.cot_length",
     "llm2llm": "pipeline.stages.llm2llm",
     "fobar": "pipeline.stages.fobar",
     "evolve": "pipeline.stages.evolve",
+    "mathsmith": "pipeline.stages.mathsmith",
 }
 
 
