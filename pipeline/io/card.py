@@ -15,12 +15,15 @@ from pipeline.io.shards import atomic_write_bytes
 SEED_LICENSES = {"gsm8k": "mit", "math": "mit", "svamp": "mit", "asdiv": "cc-by-nc-4.0"}
 # licences of data a stage mixes into rows, by the stage parameter that names it (persona banks: our own
 # occupations bank is Apache-2.0 like the code; the Persona Hub sample is CC BY-NC-SA 4.0)
-BANK_LICENSES = {"occupations": "apache-2.0", "personahub": "cc-by-nc-sa-4.0"}
+BANK_LICENSES = {"occupations": "apache-2.0", "personahub": "cc-by-nc-sa-4.0",
+                 "planetmath": "cc-by-sa-3.0"}  # concept bank (mathsmith): the PlanetMath sample, CC BY-SA 3.0
 # most restrictive first: the card inherits the most restrictive licence of what went in
 RESTRICTIVENESS = ["other", "cc-by-nc-sa-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "cc-by-sa-3.0", "cc-by-4.0",
                    "apache-2.0", "mit"]
 
 CITATIONS = {
+    "mathsmith": "Zhan et al. 2025, MathSmith: Towards Extremely Hard Mathematical Reasoning by Forging Synthetic "
+    "Problems with a Reinforced Policy, arXiv:2508.05592",
     "seed": "Cobbe et al. 2021, Training Verifiers to Solve Math Word Problems (GSM8K), arXiv:2110.14168; "
     "Hendrycks et al. 2021, Measuring Mathematical Problem Solving With the MATH Dataset, arXiv:2103.03874",
     "symbolic": "Mirzadeh et al. 2024, GSM-Symbolic, arXiv:2410.05229",
