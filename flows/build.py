@@ -35,6 +35,7 @@ from flows.artifacts import (
     summary_markdown,
 )
 from flows.progress import FlowProgress
+from flows.rounds import ROUNDS_KEY, round_hook
 from flows.runners import api_visible_to_workers, make_task_runner, parallelism
 from flows.server import temporary_server
 from pipeline.build import (
@@ -47,6 +48,7 @@ from pipeline.build import (
     run_batch,
     run_build,
 )
+from pipeline.io.card import rounds_table
 from pipeline.io.rundir import run_lock
 from pipeline.recipe import Recipe, load_recipe, resolve_recipe_path
 
@@ -284,6 +286,7 @@ def build_dataset(
                 skip_bad_rows=skip_bad_rows,
                 reporter=progress,
                 map_batches=mapper,
+                on_round=round_hook(out_dir, progress),
             )
     finally:
         progress_state.reset_current_progress(token)
@@ -304,6 +307,9 @@ def build_dataset(
         ),
         description=f"{result.rows:,} rows in {result.out_dir / 'data'}: how to load them, the funnel, sample rows",
     )
+    if result.manifest.get("rounds"):
+        create_table_artifact(key=ROUNDS_KEY, table=rounds_table(result.manifest["rounds"]),
+                              description="per round: changing models, counters, rows made and kept in the dataset")
     if (report := report_markdown(result.out_dir)) is not None:
         create_markdown_artifact(key=REPORT_KEY, markdown=report, description="quality report: key figures")
     logger.info(

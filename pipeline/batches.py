@@ -158,9 +158,12 @@ def plan_stage(
     batch_size: int,
     models: dict[str, Any],
     round: int | None = None,
+    roles: dict[str, str] | None = None,
 ) -> list[BatchJob]:
-    """The stage's batches over its source files, in order (reads only the ``id`` column)."""
-    roles = stage.role_models(models) if models else {}
+    """The stage's batches over its source files, in order (reads only the ``id`` column). ``roles``: the round's
+    role -> model mapping when it differs from the recipe's (``stage_runner.round_models``)."""
+    if roles is None:
+        roles = stage.role_models(models) if models else {}
     jobs = []
     for index, (slices, ids) in enumerate(_id_slices(sources, batch_size)):
         key = batch_key(stage, seed, ids, models, roles, round)
@@ -232,7 +235,8 @@ def run_batch(job: BatchJob, advance: Callable[[int], None] = lambda n: None) ->
         rejected.append({**candidate, "verification": verification, "run_id": job.run_id})
 
     ctx = StageContext(stage=name, run_id=job.run_id, seed=job.seed, funnel=funnel, work_dir=job.work_dir,
-                       advance=advance, roles=job.roles, round=job.round, on_reject=keep_rejected)
+                       advance=advance, roles=job.roles, round=job.round, batch=job.index,
+                       on_reject=keep_rejected)
     if job.models:
         pool = model_pool(job.models, job.work_dir)
         ctx.model = lambda model_name: pool.client(model_name, stage=name, funnel=funnel)

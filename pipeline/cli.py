@@ -134,6 +134,7 @@ def build(
     from pipeline.llm.errors import LLMError
     from pipeline.preflight import preflight
     from pipeline.recipe import RecipeError, load_recipe
+    from pipeline.stage_runner import RoundPaused
 
     try:  # everything that can be checked is checked before Prefect starts or a byte is written
         parsed = load_recipe(recipe)
@@ -153,6 +154,13 @@ def build(
 
                 result = build_with_flow(recipe, out, limit=limit, fresh=fresh, skip_bad_rows=skip_bad_rows,
                                          reporter=reporter, resume=resume)
+    except RoundPaused as exc:  # a round waits for an input (LLM2LLM's next student): say what to run next
+        from flows.rounds import record_stop
+        from pipeline.recipe import resolve_recipe_path
+
+        record_stop(out, resolve_recipe_path(recipe), limit, skip_bad_rows, direct, exc.needs)
+        console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(3) from None
     except (RecipeError, SeedError, BuildError, FileNotFoundError) as exc:
         fail(str(exc))
     except LLMError as exc:
@@ -260,7 +268,7 @@ def recipes() -> None:
 
 # Parts that own their own commands register them here (each module has ``register(app)``).
 for _module in ("pipeline.dedup.commands", "pipeline.llm.commands", "pipeline.report.commands",
-                "pipeline.sandbox.commands", "flows.commands"):
+                "pipeline.sandbox.commands", "flows.commands", "flows.rounds"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:

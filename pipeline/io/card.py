@@ -30,10 +30,48 @@ CITATIONS = {
     "entity_swap": "Karim et al. 2025, Lost in Cultural Translation, arXiv:2503.18018",
     "persona": "Ge et al. 2024, Scaling Synthetic Data Creation with 1,000,000,000 Personas (PersonaHub), "
     "arXiv:2406.20094; Luo et al. 2024, PersonaMath, arXiv:2410.01504",
+    "llm2llm": "Lee et al. 2024, LLM2LLM: Boosting LLMs with Novel Iterative Data Enhancement, arXiv:2403.15042",
     "fobar": "Yu et al. 2023, MetaMath (FOBAR backward questions), arXiv:2309.12284",
     "evolve": "Li et al. 2023, MuggleMath, arXiv:2310.05506; Luo et al. 2023, WizardMath (Evol-Instruct), "
     "arXiv:2308.09583; Yu et al. 2023, MetaMath, arXiv:2309.12284",
 }
+
+
+# per-round counters left out of the rounds table (model accounting: in the funnel already)
+_ROUND_SKIP = ("seconds", "requests", "cache_hits", "tokens_in", "tokens_out", "llm_seconds", "tokens_per_s", "rejected")
+
+
+def rounds_table(rounds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per round of each rounds group: the models that changed, the round's stage counters (``X_correct``
+    / ``X_total`` pairs also as ``X_accuracy``), rows made, rows kept in the final dataset, why it stopped."""
+    table = []
+    for group, entries in rounds.items():
+        for entry in entries:
+            row: dict[str, Any] = {"group": group, "round": entry["round"]}
+            for stage, roles in (entry.get("models") or {}).items():
+                for role, model in roles.items():
+                    row[f"{stage}.{role}"] = model
+            for stage, counters in (entry.get("funnel") or {}).items():
+                for key, value in counters.items():
+                    if key in _ROUND_SKIP or key.startswith("rejected:"):
+                        continue
+                    row[f"{stage}.{key}"] = int(value) if float(value).is_integer() else round(value, 3)
+                    if key.endswith("_total") and value:
+                        correct = counters.get(key.removesuffix("_total") + "_correct", 0)
+                        row[f"{stage}.{key.removesuffix('_total')}_accuracy"] = round(correct / value, 4)
+            row.update(rows=entry.get("rows", 0), kept=entry.get("kept", ""), stopped=entry.get("stopped") or "")
+            table.append(row)
+    return table
+
+
+def rounds_markdown(rounds: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The rounds table as Markdown lines (empty when the recipe has no rounds)."""
+    table = rounds_table(rounds)
+    if not table:
+        return []
+    cols = list(dict.fromkeys(k for row in table for k in row))
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+            *("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |" for row in table)]
 
 
 def input_licenses(recipe: Any) -> dict[str, str]:
@@ -139,6 +177,10 @@ def render_card(recipe: Any, manifest: dict[str, Any], funnel: Funnel, report: b
               + ("[`report/index.html`](report/index.html) (refresh it with `mathaug report OUT`)" if report
                  else "`mathaug report OUT` writes `report/index.html`")
               + "."]
+    if manifest.get("rounds"):
+        lines += ["", "## Rounds", "", "Per round: the models of roles that change between rounds, the round's "
+                  "counters (accuracies from `X_correct`/`X_total`), rows made and rows kept in this dataset.", "",
+                  *rounds_markdown(manifest["rounds"])]
     lines += ["", "## Methods", ""]
     for method in methods:
         lines.append(f"- `{method}`: {CITATIONS.get(method, 'see mathaug docs')}")
