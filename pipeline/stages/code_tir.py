@@ -141,6 +141,10 @@ class _Runner:
         messages = [*self.step.template.render(**variables), {"role": "assistant", "content": traj.text}]
         return self.step.prompt(traj, variables, Turns(messages), turn=traj.calls + 1)
 
+    def code_in(self, turn: str, finish: str) -> str | None:
+        """The code a turn asks to run: only a turn that stopped at the output fence asks for a call."""
+        return _code_of(turn, self.params.format) if finish == "stop" else None
+
     def on_turn(self, traj: Trajectory, completion: Completion) -> ChatRequest | None:
         traj.charge(completion)
         if not completion.ok:
@@ -149,7 +153,7 @@ class _Runner:
         turn = completion.texts[0]
         traj.text += turn
         traj.steps.append({"kind": "text", "content": turn})
-        code = _code_of(turn, self.params.format) if completion.finish_reasons[0] == "stop" else None
+        code = self.code_in(turn, completion.finish_reasons[0])
         if code is None:
             traj.finished = completion.finish_reasons[0] != "length"
             if not traj.finished:
@@ -196,20 +200,27 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
             trajectories.append(Trajectory(parent=rec, slot=stable_slot(rec), seed=rng.getrandbits(31), sample=k,
                                            gold=rec.get("answer"), text=hint,
                                            steps=[{"kind": "text", "content": hint}] if hint else []))
-    if trajectories:
-        config = params.sandbox.model_copy(update={"max_output_chars": params.output_chars})
-        with Sandbox(config) as sandbox:
-            runner = _Runner(params, ctx, sandbox)
-            runner.step.client.converse(
-                [runner.request(t) for t in trajectories],
-                lambda i, comp: runner.on_turn(trajectories[i], comp),
-                parallel=params.parallel,
-            )
-            for traj in trajectories:
-                traj.used.append(("turn", "teacher"))
-            return _keep(trajectories, params, ctx, {"turn": runner.step})
-    ctx.advance(len(records))
-    return []
+    if not trajectories:
+        ctx.advance(len(records))
+        return []
+    return _keep(trajectories, params, ctx, generate(trajectories, params, ctx))
+
+
+def generate(
+    trajectories: list[Trajectory], params: Params, ctx: StageContext, runner: type[_Runner] = _Runner
+) -> dict[str, LLMStep[Any]]:
+    """Run every trajectory to its end, each on its own, with one sandbox pool for the batch."""
+    config = params.sandbox.model_copy(update={"max_output_chars": params.output_chars})
+    with Sandbox(config) as sandbox:
+        turns = runner(params, ctx, sandbox)
+        turns.step.client.converse(
+            [turns.request(t) for t in trajectories],
+            lambda i, comp: turns.on_turn(trajectories[i], comp),
+            parallel=params.parallel,
+        )
+    for traj in trajectories:
+        traj.used.append(("turn", "teacher"))
+    return {"turn": turns.step}
 
 
 def _keep(
