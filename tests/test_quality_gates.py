@@ -292,7 +292,10 @@ def test_what_is_not_a_contradiction():
         "There are 30 * 2 = 60 people in total, since there are 2 teams.\nThe final answer is \\boxed{60}."
     )
     both = "The fourth child is 10 - 2 = 8 years old, and Jolene is 35 years old.\nThe final answer is \\boxed{8}."
-    for text in (rounding, percent, later_step, inline, combined, premise, both):
+    fronted = (
+        "Since he shared 300 tickets, he got 11/15 * 300 = 220 tickets.\nThe final answer is \\boxed{220}."
+    )
+    for text in (rounding, percent, later_step, inline, combined, premise, both, fronted):
         assert solution_problems(text) == [], text
 
 

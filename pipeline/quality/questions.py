@@ -100,18 +100,8 @@ _META_RE = re.compile(
 # candidate; a full regex scan costs tens of microseconds).
 _SOLUTION_WORDS = ("\\boxed", "####", "answer", "solution", "step", "let", "solve", "we ")
 _DERIVED_WORDS = (
-    "means",
-    "therefore",
-    "thus",
-    "hence",
-    "so",
-    "makes",
-    "gives",
-    "resulting",
-    "we get",
-    "total",
-    "altogether",
-)
+    "means", "therefore", "thus", "hence", "so", "makes", "gives", "resulting", "we get", "total", "altogether",
+)  # fmt: skip
 _META_WORDS = (
     "here", "below", "i have", "i've", "problem", "question", "version", "note", "i ", "sure", "certainly",
     "course", "okay", "ok", "absolutely", "this ", "original", "persona",

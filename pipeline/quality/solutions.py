@@ -51,7 +51,7 @@ _TAKEN_BACK_RE = re.compile(
     r"\b(?:however|but|instead|tempted|overcount\w*|incorrect|correction|corrected)\b", re.I
 )
 _ASSIGNMENT_RE = re.compile(r"(?<![\w\\])[a-zA-Z]\w*\s*=\s*-?\d")
-_REASON_CLAUSE_RE = re.compile(r"\b(?:since|because|as\s+there|given\s+that)\b", re.I)
+_REASON_CLAUSE_RE = re.compile(r"\b(?:since|because|as\s+there|given\s+that)\b[^,]*(?:,|$)", re.I)
 _RESULT_RE = re.compile(
     r"(?:=|\b(?:is|are|was|were|equals|be)\b)(?:\s+(?:\w+ly|now|only|just|a\s+total\s+of|total|about))*[\s$\\(]*"
     r"(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|\\[dt]?frac\{\d+\}\{\d+\})(?![\d.]*[a-zA-Z(^_{])",  # "= 26y" is no value
@@ -156,9 +156,8 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
     if not tail:
         return None, []
     last_sentence = tail[-1]
-    reason = _REASON_CLAUSE_RE.search(last_sentence)
-    if reason:  # "… = 60 people, since there are 2 sexes": what follows is a premise, not the result
-        last_sentence = last_sentence[: reason.start()]
+    # "… = 60 people, since there are 2 sexes" / "since he shared 300, he got … = 220": a premise, not a result
+    last_sentence = _REASON_CLAUSE_RE.sub(" ", last_sentence)
     results = list(_RESULT_RE.finditer(last_sentence))
     stated = [v for v in (number_value(r.group(1).replace(" ", "")) for r in results) if v is not None]
     if not results:
