@@ -280,6 +280,15 @@ def test_a_box_the_working_contradicts():
     assert solution_problems(text) == ["answer_contradicts_work"]
 
 
+def test_a_closing_restatement_is_the_working_s_result():
+    text = "Half of 560 is 560 / 2 = 280.\nSo each neighbor receives 280 mangoes.\n\nThe final answer is \\boxed{35}."
+    assert solution_problems(text) == ["answer_contradicts_work"]
+    given = (
+        "So he has 20 - 5 = 15 apples. He then gives 3 of them to Ann.\n\nThe final answer is \\boxed{12}."
+    )
+    assert solution_problems(given) == []
+
+
 def test_what_is_not_a_contradiction():
     rounding = "We need 250 / 40 = 6.25 buses; we round up.\n\nThe final answer is \\boxed{7}."
     percent = "The share is 20 / 80 = 0.25.\n\nThe final answer is \\boxed{25\\%}."

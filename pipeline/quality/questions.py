@@ -48,7 +48,7 @@ _DERIVED_CONNECTIVE_RE = re.compile(
 _STRONG_CONNECTIVE_RE = re.compile(r"\b(?:which|this|that)\s+means\b|\btherefore\b|\bthus\b|\bhence\b", re.I)
 # A number stated as a result: "is 30", "are currently 36", "= 148", "makes a total of 148".
 _RESULT_CUE_RE = re.compile(
-    r"(?:=|\b(?:is|are|was|were|be|equals?|equal\s+to|totals?|total\s+of|makes?|comes?\s+to|gives?|results?\s+in"
+    r"(?:=|\b(?:is|are|was|were|be|equals?|equal\s+to|totals?|total\s+of|makes?|comes?\s+to|gives?|results?\s+in|resulting\s+in"
     r"|answer(?:\s+is)?))(?:\s+(?:now|currently|only|exactly|just|then|still|a|total|of|about|\w+ly)){0,3}"
     r"[\s$:\\(]*$",
     re.I,

@@ -161,13 +161,28 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
     results = list(_RESULT_RE.finditer(last_sentence))
     stated = [v for v in (number_value(r.group(1).replace(" ", "")) for r in results) if v is not None]
     if not results:
-        return None, stated
+        restated = _restated_result(last_sentence, tail[-4:-1])
+        return restated, [] if restated is None else [restated]
     after = last_sentence[results[-1].end() :]
     if re.search(r"\d", after) or len(re.findall(r"[A-Za-z]+", after)) > 4:
         return None, stated  # more work follows the value: it is an intermediate step
     if len(_ASSIGNMENT_RE.findall(last_sentence)) > 1:
         return None, stated  # "a = 3 and b = 8": the answer may combine them
     return number_value(results[-1].group(1).replace(" ", "")), stated
+
+
+def _restated_result(sentence: str, earlier: list[str]) -> Fraction | None:
+    """A closing sentence that restates one computed value ("…= 280. Each neighbor receives 280 mangoes."):
+    its only number, when the sentences just before computed it."""
+    values = {q.value for q in quantities(sentence)}
+    if len(values) != 1:
+        return None
+    (value,) = values
+    for before in earlier:
+        for result in _RESULT_RE.finditer(before):
+            if number_value(result.group(1).replace(" ", "")) == value:
+                return Fraction(value)
+    return None
 
 
 def _consistent(final: Fraction, computed: Fraction) -> bool:
