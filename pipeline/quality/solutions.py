@@ -174,7 +174,7 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
 def _restated_result(sentence: str, earlier: list[str]) -> Fraction | None:
     """A closing sentence that restates one computed value ("…= 280. Each neighbor receives 280 mangoes."):
     its only number, when the sentences just before computed it."""
-    values = {q.value for q in quantities(sentence)}
+    values = {q.value for q in quantities(sentence) if q.text[0].isdigit()}  # not the "zero" of "non-zero"
     if len(values) != 1:
         return None
     (value,) = values
