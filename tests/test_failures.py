@@ -180,18 +180,19 @@ def _server_child(pid: int) -> psutil.Process | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_one_build_per_directory_and_a_killed_build_leaves_no_server(tmp_path: Path, prefect_home: Path) -> None:
     out = tmp_path / "out"
     env = cli_env(prefect_home)
     first = _start(["build", "quickstart", "--out", str(out), "--limit", "20"], env, tmp_path)
     try:
         lock = out / ".mathaug" / LOCK_FILE
-        _wait_for(lambda: lock.exists() and str(first.pid) in lock.read_text(), 120, "the lock", first)
+        _wait_for(lambda: lock.exists() and str(first.pid) in lock.read_text(), 600, "the lock", first)
         second = mathaug(["build", "quickstart", "--out", str(out), "--limit", "20", "--direct"], env, cwd=tmp_path)
         assert second.returncode == 2 and len(error_lines(second)) == 1, second.stderr[-3000:]
         assert f"is being built by another mathaug (pid {first.pid}, started 20" in error_lines(second)[0]
 
-        server = _wait_for(lambda: _server_child(first.pid), 120, "the temporary Prefect server", first)
+        server = _wait_for(lambda: _server_child(first.pid), 600, "the temporary Prefect server", first)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         gone = psutil.wait_procs([server], timeout=10)[0]
@@ -214,6 +215,7 @@ def _slow_recipe(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("how", ["SIGINT --direct", "SIGTERM prefect"])
 def test_a_signal_stops_the_build_in_seconds_keeps_batches_and_says_how_to_resume(
     how: str, tmp_path: Path, prefect_home: Path
@@ -225,7 +227,7 @@ def test_a_signal_stops_the_build_in_seconds_keeps_batches_and_says_how_to_resum
     build = _start(args, env, tmp_path)
     try:
         stages = out / ".mathaug" / "stages"
-        _wait_for(lambda: stages.is_dir() and len(list(stages.rglob("*.parquet"))) >= 2, 300, "two batches", build)
+        _wait_for(lambda: stages.is_dir() and len(list(stages.rglob("*.parquet"))) >= 2, 900, "two batches", build)
         server = _server_child(build.pid)
         children = psutil.Process(build.pid).children(recursive=True)
         build.send_signal(sig)
