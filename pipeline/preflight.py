@@ -93,6 +93,10 @@ def check_openai_server(name: str, base_url: str, model: str, api_key_env: str |
     started = time.monotonic()
     try:
         response = httpx.get(url, headers=headers, timeout=httpx.Timeout(MODEL_CHECK_TIMEOUT_S, connect=5.0))
+    except httpx.ReadTimeout:
+        # the server took the connection but is busy (llama.cpp serves one request at a time): it is there, and
+        # the build's own requests wait with their timeouts and retries; only a server that is not there fails
+        return
     except httpx.HTTPError as exc:
         raise PreflightError(
             f"models.{name}: no answer from {url} after {time.monotonic() - started:.1f}s "
