@@ -91,6 +91,7 @@ _META_RE = re.compile(
     r"maintained|made\s+sure)\b"
     r"|^\s*(?:sure|certainly|of\s+course|okay|ok|absolutely)\b\s*[!,.:]"
     r"|\b(?:in\s+)?this\s+(?:rewritten|revised|reworded|modified|new)\s+(?:version|problem|question)\b"
+    r"|\b(?:rewritten|revised|reworded|modified)\s+(?:math\s+)?(?:problem|question|version)\s+(?:is|reads|would\s+be)\b"
     r"|\bthe\s+original\s+(?:problem|question)\b|\bthe\s+(?:given\s+)?persona\b",
     re.I,
 )
@@ -104,7 +105,7 @@ _DERIVED_WORDS = (
 )  # fmt: skip
 _META_WORDS = (
     "here", "below", "i have", "i've", "problem", "question", "version", "note", "i ", "sure", "certainly",
-    "course", "okay", "ok", "absolutely", "this ", "original", "persona",
+    "course", "okay", "ok", "absolutely", "this ", "original", "persona", "rewritten", "revised", "reworded",
 )  # fmt: skip
 
 

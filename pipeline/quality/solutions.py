@@ -162,7 +162,10 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
     stated = [v for v in (number_value(r.group(1).replace(" ", "")) for r in results) if v is not None]
     if not results:
         if not re.search(r"[.!?:\n]\s*$", before):
-            return None, []  # "…only one of these 15 is correct, so the answer is": the answer sentence reasons
+            return (
+                None,
+                [],
+            )  # "…only one of these 15 is correct, so the answer is": the answer sentence reasons
         restated = _restated_result(last_sentence, tail[-4:-1])
         return restated, [] if restated is None else [restated]
     after = last_sentence[results[-1].end() :]
