@@ -74,6 +74,16 @@ def test_corpus_row_gets_its_expected_reasons(name, row):
         assert _solution(row) == _expected(row, SOLUTION_REASONS)
 
 
+def test_corpus_holds_real_model_generations():
+    real = [
+        r
+        for name in ("bad_questions.jsonl", "bad_solutions.jsonl")
+        for r in _rows(name)
+        if "real model" in r["origin"]
+    ]
+    assert len(real) >= 5
+
+
 def test_corpus_covers_every_reason():
     bad_q = {r["reason"] for r in _rows("bad_questions.jsonl")}
     bad_s = {r["reason"] for r in _rows("bad_solutions.jsonl")}
