@@ -10,6 +10,7 @@ flow, so what the CLI does is what the UI shows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 from collections.abc import Iterator
@@ -342,7 +343,7 @@ def build_with_flow(
     check_api_reachable()
     token = progress_state.set_caller_reporter(reporter)
     try:
-        with run_lock(out_dir), _temporary_server_settings(), _temporary_server():
+        with run_lock(out_dir), _temporary_server_settings(), _temporary_server(), _no_tracebacks_for_expected():
             return build_dataset(
                 str(recipe), str(out), limit=limit, resume=resume, fresh=fresh, skip_bad_rows=skip_bad_rows
             )
@@ -398,6 +399,35 @@ def _temporary_server() -> Iterator[None]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+
+
+class _ExpectedErrorFilter(logging.Filter):
+    """Drops the traceback from a console log record whose error is an expected failure (a full disk, a model
+    server gone, a bad seed row): the CLI prints it as one line. A bug keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipeline.io.seeds import SeedError
+        from pipeline.llm.errors import LLMError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (OSError, BuildError, SeedError, LLMError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _no_tracebacks_for_expected() -> Iterator[None]:
+    """While the CLI runs the flow: Prefect's console handler (on the root logger) shows expected errors without
+    their traceback."""
+    handlers = logging.getLogger().handlers
+    quiet = _ExpectedErrorFilter()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def _drain_to_server(timeout_s: float = 10.0) -> None:
