@@ -85,54 +85,53 @@ def clean(text: str) -> str:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from pipeline.llm import ChatRequest, ModelPool
-
     texts = benchmark_texts(args.data)
     rng = random.Random(21)
     gsm = sorted((k for k in texts if k.startswith("gsm8k-test:")), key=lambda k: int(k.split(":")[1]))
     # MATH500 items short enough for a 0.5B model to rewrite whole, no figures
     math = sorted(k for k in texts if k.startswith("math500:") and len(texts[k]) < 400 and "[asy]" not in texts[k])
     personas = [row["persona"] for row in read_jsonl(ROOT / "data" / "personas" / "occupations.jsonl")]
-    plan = (
-        [(k, "rephrase") for k in rng.sample(gsm, args.gsm_rephrase)]
-        + [(k, "persona") for k in rng.sample(gsm, args.gsm_persona)]
-        + [(k, "rephrase") for k in rng.sample(math, args.math_rephrase)]
-        + [(k, "persona") for k in rng.sample(math, args.math_persona)]
-    )
-    config = {
-        "backend": "openai",
-        "base_url": args.base_url,
-        "model": args.model,
-        "max_concurrency": 2,
-        "request_timeout_s": 300,
-        "max_retries": 2,
-    }
+    groups = [
+        [(k, "rephrase") for k in rng.sample(gsm, args.gsm_rephrase)],
+        [(k, "persona") for k in rng.sample(gsm, args.gsm_persona)],
+        [(k, "rephrase") for k in rng.sample(math, args.math_rephrase)],
+        [(k, "persona") for k in rng.sample(math, args.math_persona)],
+    ]
+    # interleaved, so that a run cut short (the file is written as it goes) still covers every group
+    plan = [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+    # plain openai client, one request at a time, long timeout: the shared llama.cpp server answers nothing else
+    # (not even /v1/models) while it generates, which the pipeline's readiness check reads as "down"
+    from openai import OpenAI
+
+    client = OpenAI(base_url=args.base_url, api_key="none", timeout=args.timeout, max_retries=1)
+    done = {}
+    if PARAPHRASES.exists():  # resume: a cut run keeps what it wrote
+        for row in read_jsonl(PARAPHRASES):
+            done[(row["item"], row["mode"])] = row
     rows = []
-    with ModelPool({"gen": config}, cache_path=args.cache) as pool:
-        client = pool.client("gen", stage="bench")
-        requests = []
+    started = time.perf_counter()
+    kept = len(done)
+    PARAPHRASES.parent.mkdir(parents=True, exist_ok=True)
+    with PARAPHRASES.open("a", encoding="utf-8") as fh:
         for i, (item, mode) in enumerate(plan):
             persona = rng.choice(personas) if mode == "persona" else None
+            if (item, mode) in done:
+                continue
             prompt = (REPHRASE if mode == "rephrase" else PERSONA).format(question=texts[item], persona=persona)
-            requests.append(
-                ChatRequest(messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=320,
-                            seed=1000 + i)
+            reply = client.chat.completions.create(
+                model=args.model, messages=[{"role": "user", "content": prompt}], temperature=0.7,
+                max_tokens=args.max_tokens, seed=1000 + i,
             )
-            rows.append({"item": item, "mode": mode, "persona": persona})
-        started = time.perf_counter()
-        done = 0
-        for lo in range(0, len(requests), 10):  # progress every 10 requests
-            for row, comp in zip(rows[lo : lo + 10], client.complete(requests[lo : lo + 10])):
-                row["paraphrase"] = clean(comp.texts[0]) if comp.ok and comp.texts else ""
-                row["finish"] = comp.finish_reasons[0] if comp.ok and comp.finish_reasons else comp.error
-            done += len(requests[lo : lo + 10])
-            print(f"{done}/{len(requests)} paraphrases, {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    kept = [r for r in rows if len(r["paraphrase"]) >= 20 and r["finish"] == "stop"]
-    PARAPHRASES.parent.mkdir(parents=True, exist_ok=True)
-    with PARAPHRASES.open("w", encoding="utf-8") as fh:
-        for i, row in enumerate(kept):
-            fh.write(json.dumps({"id": f"para-{i}", "model": args.model, **row}, ensure_ascii=False) + "\n")
-    print(f"wrote {len(kept)} of {len(rows)} paraphrases (dropped empty/truncated) to {PARAPHRASES}")
+            choice = reply.choices[0]
+            row = {"item": item, "mode": mode, "persona": persona, "paraphrase": clean(choice.message.content or ""),
+                   "finish": choice.finish_reason}
+            rows.append(row)
+            if len(row["paraphrase"]) >= 20 and row["finish"] == "stop":  # empty or truncated: left out
+                fh.write(json.dumps({"id": f"para-{kept}", "model": args.model, **row}, ensure_ascii=False) + "\n")
+                fh.flush()
+                kept += 1
+            print(f"{i + 1}/{len(plan)} asked, {kept} kept, {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    print(f"{kept} paraphrases in {PARAPHRASES} ({len(rows)} asked in this run)")
     return 0
 
 
@@ -197,8 +196,9 @@ def measure(args: argparse.Namespace) -> int:
     neg_scores: dict[str, np.ndarray] = {}
     for name, rows in (("gsm8k_train", gsm_train), ("math_train", math_train)):
         t0 = time.perf_counter()
-        cands_neg = checker.candidates(rows)
+        vectors = train_vectors(name, rows, checker, args.cache_dir)  # embedded once, then cached
         seconds = time.perf_counter() - t0
+        cands_neg = checker.candidates(rows, vectors=vectors)
         scores = np.array([c.score if c else 0.0 for c in cands_neg])
         neg_scores[name] = scores
         flagged = scores >= args.threshold
@@ -207,7 +207,7 @@ def measure(args: argparse.Namespace) -> int:
             "flagged": int(flagged.sum()),
             "rate": round(float(flagged.mean()), 4),
             "in_band": int(((scores >= args.band_low) & ~flagged).sum()),
-            "rows_per_s": round(len(rows) / seconds, 1),
+            "embed_or_cache_s": round(seconds, 1),
             "examples": [
                 {"row": rows[i][:160], "item": checker.bench.ids[cands_neg[i].item], "score": round(float(scores[i]), 3)}
                 for i in np.argsort(-scores)[:3]
@@ -234,47 +234,81 @@ def measure(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     report["throughput_no_judge"] = {"rows": len(mix), "seconds": round(seconds, 1), "rows_per_s": round(len(mix) / seconds, 1)}
 
-    if args.judge_base_url:
-        report["judge"] = run_judge(args, checker, mix, paras, gsm_train)
+    if args.judge_base_url:  # negatives: the train rows that score in the band (the ones a judge is asked about)
+        band = [rows[i] for rows, name in ((gsm_train, "gsm8k_train"), (math_train, "math_train"))
+                for i in np.flatnonzero((neg_scores[name] >= args.band_low) & (neg_scores[name] < args.threshold))]
+        report["judge"] = run_judge(args, checker, paras, band[: args.judge_negatives])
     print(json.dumps(report, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 
-def run_judge(args: argparse.Namespace, checker: SemanticDecontaminator, mix: list[str], paras: list[dict[str, Any]],
-              gsm_train: list[str]) -> dict[str, Any]:
+def train_vectors(name: str, rows: list[str], checker: SemanticDecontaminator, cache_dir: Path | None) -> np.ndarray:
+    from pipeline.dedup.semantic import cached_vectors, default_cache_dir
+
+    items = [(str(i), text) for i, text in enumerate(rows)]
+    return cached_vectors(f"bench-{name}", items, checker.embedder, Path(cache_dir or default_cache_dir()), None)
+
+
+class SequentialJudge:
+    """The judge role for the bench: the openai client, one request at a time, long timeout (the shared llama.cpp
+    server answers nothing else while it generates). Same ``complete`` contract as ``pipeline.llm.LLMClient``."""
+
+    def __init__(self, base_url: str, model: str, timeout: float) -> None:
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key="none", timeout=timeout, max_retries=1)
+        self.model = model
+        self.calls = 0
+
+    def complete(self, requests: list[Any], **_: Any) -> list[Any]:
+        from pipeline.llm.types import Completion
+
+        out = []
+        for req in requests:
+            try:
+                reply = self.client.chat.completions.create(
+                    model=self.model, messages=req.messages, temperature=req.temperature, max_tokens=req.max_tokens,
+                    seed=req.seed,
+                )
+                out.append(Completion(texts=[reply.choices[0].message.content or ""],
+                                      finish_reasons=[reply.choices[0].finish_reason or "stop"]))
+            except Exception as exc:  # noqa: BLE001 - one failed request leaves its row in, as in the pipeline
+                out.append(Completion.failed(str(exc)))
+            self.calls += 1
+            print(f"judge: {self.calls} asked", file=sys.stderr)
+        return out
+
+
+def run_judge(args: argparse.Namespace, checker: SemanticDecontaminator, paras: list[dict[str, Any]],
+              negatives: list[str]) -> dict[str, Any]:
     """The judge on the ambiguous band: its verdicts on paraphrases (should be same) and on train rows (should be
     different), and the step's rows/s with it."""
-    from pipeline.llm import ModelPool
-
-    config = {"backend": "openai", "base_url": args.judge_base_url, "model": args.judge_model, "max_concurrency": 2,
-              "request_timeout_s": 120, "max_retries": 2}
-    with ModelPool({"judge": config}, cache_path=None) as pool:
-        judge = pool.client("judge", stage="decontaminate")
-        judged = SemanticDecontaminator(
-            benchmark_files=benchmark_files(args.data), threshold=args.threshold, band_low=args.band_low,
-            judge=judge, cache_dir=args.cache_dir, embedder=checker.embedder,
-        )
-        para_texts = [p["paraphrase"] for p in paras]
-        t0 = time.perf_counter()
-        para_hits = judged.check(para_texts)
-        neg_hits = judged.check(gsm_train[:2000])
-        seconds = time.perf_counter() - t0
-        stats = dict(judged.stats)
-        rows = len(para_texts) + 2000
-        return {
-            "model": args.judge_model,
-            "band": [args.band_low, args.threshold],
-            "recall_semantic_with_judge": round(float(np.mean([h is not None for h in para_hits])), 3),
-            "fp_gsm8k_train_2000_with_judge": round(float(np.mean([h is not None for h in neg_hits])), 4),
-            "judge_said_same_on_paraphrases": sum(1 for h in para_hits if h is not None and h.judge == "same"),
-            "judge_said_same_on_train": sum(1 for h in neg_hits if h is not None and h.judge == "same"),
-            "stats": stats,
-            "rows": rows,
-            "seconds": round(seconds, 1),
-            "rows_per_s": round(rows / seconds, 1),
-        }
+    judge = SequentialJudge(args.judge_base_url, args.judge_model, args.timeout)
+    judged = SemanticDecontaminator(
+        benchmark_files=benchmark_files(args.data), threshold=args.threshold, band_low=args.band_low,
+        judge=judge, cache_dir=args.cache_dir, embedder=checker.embedder,
+    )
+    para_texts = [p["paraphrase"] for p in paras]
+    t0 = time.perf_counter()
+    para_hits = judged.check(para_texts)
+    neg_hits = judged.check(negatives)
+    seconds = time.perf_counter() - t0
+    rows = len(para_texts) + len(negatives)
+    return {
+        "model": args.judge_model,
+        "band": [args.band_low, args.threshold],
+        "recall_semantic_with_judge": round(float(np.mean([h is not None for h in para_hits])), 3),
+        "negatives": len(negatives),
+        "fp_negatives_with_judge": round(float(np.mean([h is not None for h in neg_hits])), 4),
+        "judge_said_same_on_paraphrases": sum(1 for h in para_hits if h is not None and h.judge == "same"),
+        "judge_said_same_on_negatives": sum(1 for h in neg_hits if h is not None and h.judge == "same"),
+        "stats": dict(judged.stats),
+        "rows": rows,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(rows / seconds, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,11 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--base-url", required=True)
     gen.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     gen.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    gen.add_argument("--cache", type=Path, default=Path("/tmp/mathaug-semantic-gen.sqlite"))
     gen.add_argument("--gsm-rephrase", type=int, default=50)
     gen.add_argument("--gsm-persona", type=int, default=40)
     gen.add_argument("--math-rephrase", type=int, default=25)
     gen.add_argument("--math-persona", type=int, default=15)
+    gen.add_argument("--max-tokens", type=int, default=256)
+    gen.add_argument("--timeout", type=float, default=900.0, help="seconds for one request")
     mea = sub.add_parser("measure", help="recall, false positives, throughput")
     mea.add_argument("--data", type=Path, default=DEFAULT_DATA)
     mea.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -298,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     mea.add_argument("--sample", type=int, default=0, help="use N train rows of each set (0: all)")
     mea.add_argument("--judge-base-url", default=None)
     mea.add_argument("--judge-model", default="qwen2.5-coder-0.5b-instruct")
+    mea.add_argument("--judge-negatives", type=int, default=40, help="train rows in the band to ask the judge about")
+    mea.add_argument("--timeout", type=float, default=900.0, help="seconds for one judge request")
     mea.add_argument("--out", default=None, help="also write the report JSON here")
     args = parser.parse_args(argv)
     return generate(args) if args.command == "generate" else measure(args)

@@ -225,6 +225,26 @@ def test_cli_rejects_bad_semantic_options_in_one_line(tmp_path):
     assert result.exit_code == 2 and "--benchmark-file: expected NAME=PATH" in result.output
 
 
+def test_missing_extra_is_one_line_that_says_how(monkeypatch):
+    import sys
+
+    from pipeline.dedup.semantic import Embedder
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(SemanticSetupError, match=r'pip install "mathaug\[semantic\]"'):
+        Embedder()
+
+
+@pytest.mark.slow
+def test_a_model_that_is_not_here_is_one_line_that_says_how(monkeypatch):
+    from pipeline.dedup.semantic import Embedder
+
+    pytest.importorskip("sentence_transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SemanticSetupError, match="decontaminate.semantic.model: cannot load 'no-such/model'.*local"):
+        Embedder("no-such/model")
+
+
 # ------------------------------------------------------------------------------------------------ real model
 
 JANET_PARAPHRASE = (

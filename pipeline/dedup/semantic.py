@@ -134,7 +134,7 @@ class Embedder:
         try:
             self._model = SentenceTransformer(self.load_from, device=device, local_files_only=True)
         except Exception as local_error:  # not a local dir, not in the HF cache
-            if os.environ.get("HF_HUB_OFFLINE") == "1" or model in BUNDLED_MODELS:
+            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
                 raise SemanticSetupError(_model_hint(model, local_error)) from None
             try:
                 self._model = SentenceTransformer(self.load_from, device=device)
@@ -281,9 +281,10 @@ def _shipped(name: str, embedder: Embedder, fingerprint: Fingerprint, base: Path
         return arrays["vectors"].astype(np.float32)
 
 
-def _cached_vectors(
+def cached_vectors(
     name: str, items: Sequence[tuple[str, str]], embedder: Embedder, cache_dir: Path, progress: Progress | None
 ) -> np.ndarray:
+    """``items``' vectors from ``cache_dir/<model>/<name>-<content hash>.npy``, embedded and written on a miss."""
     path = Path(cache_dir) / model_slug(embedder.identity) / f"{name}-{content_hash(items)[:16]}.npy"
     if path.exists():
         vectors = np.load(path)
@@ -317,7 +318,7 @@ def load_benchmarks(
     for name in dict.fromkeys([*names, *files]):
         if name in files:
             items = read_benchmark_file(files[name])
-            vecs = _cached_vectors(name, items, embedder, Path(cache_dir or default_cache_dir()), progress)
+            vecs = cached_vectors(name, items, embedder, Path(cache_dir or default_cache_dir()), progress)
             ids += [f"{name}:{item}" for item, _ in items]
             numbers += number_hashes([decontam_tokens(text) for _, text in items])
             texts += [text for _, text in items]
@@ -469,11 +470,15 @@ class SemanticDecontaminator:
         self.stats = {"rows": 0, "flagged": 0, "judged": 0, "judge_same": 0, "judge_unreadable": 0}
         self._on_close = on_close
 
-    def candidates(self, texts: Sequence[str], progress: Progress | None = None) -> list[Candidate | None]:
-        """Per text, its best benchmark candidate by adjusted score among the top-k by cosine (None: no items)."""
+    def candidates(
+        self, texts: Sequence[str], progress: Progress | None = None, vectors: np.ndarray | None = None
+    ) -> list[Candidate | None]:
+        """Per text, its best benchmark candidate by adjusted score among the top-k by cosine (None: no items).
+        ``vectors``: the texts' embeddings when already computed (benchmarks re-scoring a fixed set)."""
         if not texts:
             return []
-        vectors = self.embedder.embed(texts, progress)
+        if vectors is None:
+            vectors = self.embedder.embed(texts, progress)
         scores, indices = top_k(vectors, self.bench.vectors, self.k)
         row_numbers = number_hashes([decontam_tokens(t) for t in texts])
         best: list[Candidate | None] = []
