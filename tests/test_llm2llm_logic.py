@@ -81,6 +81,10 @@ class Servers(dict[str, ScriptedOpenAIServer]):
 
 
 def recipe(tmp_path: Path, server: Servers, **params: Any) -> Recipe:
+    return parse_recipe(yaml.safe_dump(recipe_data(tmp_path, server, **params)), base_dir=tmp_path)
+
+
+def recipe_data(tmp_path: Path, server: Servers, max_rounds: int = 3, **params: Any) -> dict[str, Any]:
     def model(name: str) -> dict[str, Any]:
         return {"backend": "openai", "model": name, "base_url": server[name].base_url, "retry_backoff_s": 0.05}
 
@@ -89,7 +93,7 @@ def recipe(tmp_path: Path, server: Servers, **params: Any) -> Recipe:
         "seeds": [{"format": "gsm8k", "path": str(write_seeds(tmp_path / "seeds.jsonl"))}],
         "models": {"teacher": model("teacher"), "student": model("student-a"), "solver": model("solver"),
                    "student_b": model("student-b"), "student_c": model("student-c")},
-        "stages": [{"rounds": {"name": "llm2llm", "max_rounds": 3,
+        "stages": [{"rounds": {"name": "llm2llm", "max_rounds": max_rounds,
                                "until": {"no_new_rows": False, "metric": "llm2llm.student_correct/student_total",
                                          "at_least": 0.99}},
                     "stages": [{"method": "llm2llm", "from": ["seeds", "llm2llm"],
@@ -98,7 +102,7 @@ def recipe(tmp_path: Path, server: Servers, **params: Any) -> Recipe:
         "dedup": {"near": {"enabled": False}},
         "decontaminate": {"enabled": False},
     }
-    return parse_recipe(yaml.safe_dump(data), base_dir=tmp_path)
+    return data
 
 
 def teacher_seed_questions(server: Servers) -> list[str]:
@@ -113,6 +117,10 @@ def student_models(server: Servers) -> set[str]:
 
 @pytest.fixture
 def server() -> Any:
+    yield from scripted_servers()
+
+
+def scripted_servers() -> Any:
     names = ("teacher", "solver", "student-a", "student-b", "student-c")
     # one choice per request whatever n asks, as llama.cpp's server does
     servers = Servers({n: ScriptedOpenAIServer(responder=scripted, model=n, ignore_n=True).start() for n in names})
