@@ -226,18 +226,26 @@ def measure(args: argparse.Namespace) -> int:
     report["negatives_in_band"] = int(((all_neg >= args.band_low) & (all_neg < args.threshold)).sum())
 
     # throughput of the shipped step (n-gram/MinHash + semantic), no judge: a mix of train rows and paraphrases
-    mix = gsm_train[:2000] + para_texts
+    mix = gsm_train[: args.throughput_rows] + para_texts
     t0 = time.perf_counter()
     n_hits = ngram.check(mix)
     rest = [t for t, h in zip(mix, n_hits) if h is None]
     checker.check(rest)
     seconds = time.perf_counter() - t0
     report["throughput_no_judge"] = {"rows": len(mix), "seconds": round(seconds, 1), "rows_per_s": round(len(mix) / seconds, 1)}
+    gsm_band = float(((neg_scores["gsm8k_train"] >= args.band_low) & (neg_scores["gsm8k_train"] < args.threshold)).mean())
+    report["gsm8k_train_band_fraction"] = round(gsm_band, 4)
 
     if args.judge_base_url:  # negatives: the train rows that score in the band (the ones a judge is asked about)
         band = [rows[i] for rows, name in ((gsm_train, "gsm8k_train"), (math_train, "math_train"))
                 for i in np.flatnonzero((neg_scores[name] >= args.band_low) & (neg_scores[name] < args.threshold))]
-        report["judge"] = run_judge(args, checker, paras, band[: args.judge_negatives])
+        report["judge"] = judged = run_judge(args, checker, paras, band[: args.judge_negatives])
+        per_call = judged["seconds"] / max(judged["stats"]["judged"], 1)
+        judged["seconds_per_judge_call"] = round(per_call, 1)
+        # rows/s of the step with the judge on GSM8K-train-like rows: embedding plus the band's share of calls
+        judged["projected_rows_per_s_gsm8k_train"] = round(
+            1 / (1 / report["throughput_no_judge"]["rows_per_s"] + gsm_band * per_call), 3
+        )
     print(json.dumps(report, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
@@ -334,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     mea.add_argument("--judge-base-url", default=None)
     mea.add_argument("--judge-model", default="qwen2.5-coder-0.5b-instruct")
     mea.add_argument("--judge-negatives", type=int, default=40, help="train rows in the band to ask the judge about")
+    mea.add_argument("--throughput-rows", type=int, default=2000, help="GSM8K train rows in the throughput mix")
     mea.add_argument("--timeout", type=float, default=900.0, help="seconds for one judge request")
     mea.add_argument("--out", default=None, help="also write the report JSON here")
     args = parser.parse_args(argv)

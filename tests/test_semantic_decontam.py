@@ -113,6 +113,7 @@ def test_numbers_move_the_score_up_when_all_kept_and_down_per_missing_number():
     assert shared_numbers(np.array([3, 5], dtype=np.uint64), a) == 2
     assert adjusted_score(0.7, 3, 3) > 0.7  # same numbers, reworded story: up
     assert adjusted_score(0.9, 0, 3) < adjusted_score(0.9, 2, 3) < 0.9  # other numbers: down, more for more
+    assert adjusted_score(0.9, 0, 3) == pytest.approx(adjusted_score(0.9, 0, 1))  # by fraction, not count
     assert adjusted_score(0.9, 0, 0) == 0.9  # no numbers on the item: cosine alone
 
 
