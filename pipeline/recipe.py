@@ -179,35 +179,6 @@ class SemanticDecontaminateSpec(BaseModel):
         "sentence-transformers/all-MiniLM-L6-v2", description="sentence-transformers model id or local directory"
     )
     threshold: float = Field(0.80, gt=0, le=1.5, description="adjusted score that flags a row without asking")
-    band_low: float = Field(0.65, gt=0, le=1.5, description="with a judge: scores in [band_low, threshold) are asked")
-    top_k: int = Field(5, ge=1, le=100)
-    judge: str | None = Field(None, description="a model under `models:` that decides the ambiguous band")
-    judge_template: str = "decontaminate/same_problem.v1"
-    benchmark_files: dict[str, str] = Field(
-        default_factory=dict, description="benchmark name -> JSONL of its questions (judge, other models, own sets)"
-    )
-    cache_dir: str | None = Field(None, description="benchmark vector cache (default ~/.cache/mathaug/semantic)")
-    batch_size: int = Field(64, ge=1)
-    timeout_s: float = Field(600.0, gt=0, description="give up when embedding 256 texts takes longer")
-
-    @model_validator(mode="after")
-    def _band(self) -> SemanticDecontaminateSpec:
-        if self.band_low > self.threshold:
-            raise ValueError(f"band_low ({self.band_low}) must be <= threshold ({self.threshold})")
-        return self
-
-
-class SemanticDecontaminateSpec(BaseModel):
-    """The embedding tier (pipeline/dedup/semantic.py). Off by default: it needs the ``semantic`` extra (torch +
-    a ~90 MB model), which the base install and the quickstart do not have."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    model: str = Field(
-        "sentence-transformers/all-MiniLM-L6-v2", description="sentence-transformers model id or local directory"
-    )
-    threshold: float = Field(0.80, gt=0, le=1.5, description="adjusted score that flags a row without asking")
     band_low: float = Field(0.70, gt=0, le=1.5, description="with a judge: scores in [band_low, threshold) are asked")
     top_k: int = Field(5, ge=1, le=100)
     judge: str | None = Field(None, description="a model under `models:` that decides the ambiguous band")
