@@ -110,6 +110,14 @@ class Params(LLMParams):
         default_factory=_default_templates, description="template per rewrite type, plus sv_statement and solve"
     )
 
+    @field_validator("types", mode="before")
+    @classmethod
+    def _types_from_text(cls, types: Any) -> Any:
+        """``"[upward, rephrase]"`` or ``"upward,rephrase"`` (a recipe's environment variable) as a list."""
+        if isinstance(types, str):
+            return [t.strip(" '\"") for t in types.strip().strip("[]").split(",") if t.strip(" '\"")]
+        return types
+
     @field_validator("types")
     @classmethod
     def _known_types(cls, types: list[str]) -> list[str]:

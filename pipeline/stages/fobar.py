@@ -18,6 +18,7 @@ masked number the answer does not depend on, or depends on non-linearly, is reje
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,10 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.records import derive, make_record
 from pipeline.stages import StageContext
 from pipeline.stages.symbolic import Template, TemplateError, build_template, format_number
-from pipeline.verify.sandbox import VerifyTimeout, WorkerError, call
+from pipeline.verify.sandbox import STARTUP_TIMEOUT, VerifyTimeout, WorkerError, call
 
 NAME = "fobar"
 VERSION = "1"
@@ -128,7 +128,7 @@ def solve_backward(template: Template, index: int, var: str) -> Backward:
     """
     import sympy as sp
 
-    from pipeline.stages.symbolic import evaluate, expr_literals
+    from pipeline.stages.symbolic import evaluate, expr_literals, operand_value
 
     field, x = sp.field(var, sp.QQ)
 
@@ -140,12 +140,16 @@ def solve_backward(template: Template, index: int, var: str) -> Backward:
     results: list[Any] = []
     lines: list[str] = []
     for step in template.steps:
-        operands = [_operand(kind, ref, values, results) for kind, ref in step.refs]
+        operands = [operand_value(kind, ref, values, results) for kind, ref in step.refs]
         if all(isinstance(o, Fraction) for o in operands):
             results.append(step.result)
             lines.append(f"{_spaced(_plain_ops(step.expr))} = {step.result_text.strip()}")
             continue
         result = evaluate(step.expr, [lift(o) for o in operands])
+        if isinstance(result, int):  # a ground value sympy handed back as a plain int
+            result = Fraction(result)
+        elif not isinstance(result, (Fraction, type(x))):
+            raise TemplateError("inexact_arithmetic")
         ground = _ground(result)
         results.append(result if ground is None else ground)
         expr = _plain_ops(step.expr)
@@ -196,23 +200,10 @@ def _plain_ops(expr: str) -> str:
 
 
 def _spaced(expr: str) -> str:
-    """``x*3`` → ``x * 3``."""
-    return re.sub(r"\s*([-+*/])\s*", r" \1 ", expr.strip())
-
-
-def _operand(kind: str, ref: Any, values: list[Any], results: list[Any]) -> Any:
-    """One operand's value by its link (the same kinds as ``symbolic``'s recompute), symbolic in the masked one."""
-    if kind == "var":
-        return values[ref]
-    if kind == "pct":
-        return values[ref] / 100
-    if kind == "cpl":
-        return 100 - values[ref]
-    if kind == "cplf":
-        return (100 - values[ref]) / 100
-    if kind == "step":
-        return results[ref]
-    return ref
+    """``x*3`` → ``x * 3``; a power (``x**2``) and a leading minus stay as they are."""
+    expr = re.sub(r"\s+", "", expr)
+    return re.sub(r"(?<=[\w.)])(\*\*|[-+*/])(?=[\w.(])", lambda m: m.group(1) if m.group(1) == "**" else
+                  f" {m.group(1)} ", expr)
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -265,7 +256,25 @@ def _value(backward: Backward) -> str:
     return _number(backward.value)
 
 
+def worker_ready() -> bool:
+    """Called once per process with a long timeout: the worker imports this module (and sympy) outside the
+    per-mask time limit."""
+    return True
+
+
+_WARM: set[int] = set()
+
+
+def _warm_worker() -> None:
+    if os.getpid() not in _WARM:
+        call(f"{__name__}:worker_ready", timeout=STARTUP_TIMEOUT)
+        _WARM.add(os.getpid())
+
+
 def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> list[dict[str, Any]]:
+    from pipeline.records import derive  # not at module level: the sympy worker imports this module too
+
+    _warm_worker()
     out: list[dict[str, Any]] = []
     for rec in records:
         ctx.funnel.add(ctx.stage, "in")
@@ -320,5 +329,7 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
 
 
 def _dropped(rec: dict[str, Any], question: str) -> dict[str, Any]:
+    from pipeline.records import make_record
+
     return make_record(question=question, solution=None, answer=None, method=NAME, source=rec.get("source"),
                        parent_ids=[rec["id"]], verification={"status": "failed"})

@@ -310,6 +310,12 @@ def _operand(kind: str, ref: Any, values: list[Fraction], results: list[Fraction
     return ref
 
 
+def operand_value(kind: str, ref: Any, values: list[Any], results: list[Any]) -> Any:
+    """One operand's value by its link, for callers that recompute a chain with other values (``fobar`` puts a
+    sympy symbol in place of one question number)."""
+    return _operand(kind, ref, values, results)
+
+
 @dataclass
 class Template:
     question: str

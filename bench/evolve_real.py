@@ -1,0 +1,71 @@
+"""Query evolution against a real model: per type, the yield (verified rows per seed) and why rows were rejected.
+
+    /work/shared/tools/real-model.sh start      # Qwen2.5-Coder-0.5B on llama.cpp, http://127.0.0.1:8011/v1
+    MATHAUG_BACKEND=openai MATHAUG_BASE_URL=http://127.0.0.1:8011/v1 MATHAUG_MODEL=qwen2.5-coder-0.5b-instruct \
+      MATHAUG_SAMPLES=2 MATHAUG_MIN_AGREE=1.0 MATHAUG_MAX_TOKENS=320 MATHAUG_REWRITE_MAX_TOKENS=220 \
+      .venv/bin/mathaug build recipes/evolve.yaml -o /tmp/evolve_real --limit 6
+    .venv/bin/python bench/evolve_real.py /tmp/evolve_real [--show 20]
+
+Reads the build's output (data/ and dropped/): kept rows by `method_params.type`, the stage's rejected candidates
+(`dropped_by: stage:evolve`, reason = the first word of `verification.detail`) and later drops (verify, dedup).
+Prints a markdown table for bench/RESULTS.md and, with --show, kept rows to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def rows(directory: Path) -> list[dict]:
+    return [r for path in sorted(directory.glob("*.parquet")) for r in pq.read_table(path).to_pylist()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--show", type=int, default=0)
+    args = ap.parse_args()
+    manifest = json.loads((args.out / "manifest.json").read_text())
+    seeds = int(manifest["funnel"]["evolve"]["in"])
+    kept = [r for r in rows(args.out / "data") if r["method"] == "evolve"]
+    dropped = rows(args.out / "dropped") if (args.out / "dropped").exists() else []
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for r in kept:
+        by_type[json.loads(r["method_params"])["type"]]["kept"] += 1
+    for r in dropped:
+        if r["method"] != "evolve":
+            continue
+        kind = json.loads(r["method_params"])["type"]
+        if r["dropped_by"] == "stage:evolve":
+            reason = (r["verification"]["detail"] or "unknown").split(":", 1)[0]
+        else:
+            reason = f"{r['dropped_by']}"
+        by_type[kind][reason] += 1
+    print(f"seeds: {seeds}; model: {manifest.get('models', {}).get('teacher', {}).get('model', '?')}")
+    print("| type | kept | verified rows / seed | rejected: reasons |")
+    print("| --- | --- | --- | --- |")
+    for kind in sorted(by_type):
+        counts = by_type[kind]
+        reasons = ", ".join(f"{k} {v}" for k, v in counts.most_common() if k != "kept")
+        print(f"| {kind} | {counts['kept']} | {counts['kept'] / seeds:.2f} | {reasons} |")
+    total = Counter()
+    for counts in by_type.values():
+        total.update(counts)
+    print(f"| all | {total['kept']} | {total['kept'] / seeds:.2f} | "
+          + ", ".join(f"{k} {v}" for k, v in total.most_common() if k != "kept") + " |")
+    f = manifest["funnel"]["evolve"]
+    print(f"\nrequests {f.get('requests')}, tokens in/out {f.get('tokens_in')}/{f.get('tokens_out')}, "
+          f"seconds {f.get('seconds')}")
+    for r in kept[: args.show]:
+        params = json.loads(r["method_params"])
+        print(f"\n--- {params['type']} ({r['verification']['detail']})\nQ: {r['question']}\nA: {r['answer']}\n"
+              f"S: {r['solution'][:600]}")
+
+
+if __name__ == "__main__":
+    main()
