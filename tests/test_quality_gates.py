@@ -248,6 +248,8 @@ def test_near_copy_threshold():
     assert question_problems(one_word, source=SOURCE) == ["near_copy"]
     assert question_problems(one_word, source=SOURCE, near_copy=0.95) == []
     assert question_problems(SOURCE, source=SOURCE) == ["near_copy"]
+    prepended = "A nurse hands out flyers at the clinic. " + SOURCE
+    assert question_problems(prepended, source=SOURCE) == ["near_copy"]
 
 
 def test_question_type_is_checked():

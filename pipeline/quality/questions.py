@@ -199,6 +199,15 @@ def _lost_quantities(question: str, source: str) -> bool:
     return any(q.required and not q.values & kept for q in quantities(source))
 
 
+def _near_copy(question: str, source: str, threshold: float) -> bool:
+    """Nearly the same words (word-set Jaccard), or the source kept verbatim with a sentence added around it
+    (share of the source's word 3-grams found in the question): either way the rewrite is not visible."""
+    if jaccard(shingles(question, 1), shingles(source, 1)) >= threshold:
+        return True
+    source_grams = shingles(source)
+    return bool(source_grams) and len(source_grams & shingles(question)) / len(source_grams) >= threshold
+
+
 def question_problems(
     question: str,
     *,
@@ -235,6 +244,6 @@ def question_problems(
         found.add("meta_text")
     if keeps_quantities and source is not None and _lost_quantities(text, source):
         found.add("lost_quantities")
-    if source is not None and jaccard(shingles(low, 1), shingles(source, 1)) >= near_copy:
+    if source is not None and _near_copy(low, source, near_copy):
         found.add("near_copy")
     return [r for r in QUESTION_REASONS if r in found]
