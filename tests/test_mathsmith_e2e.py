@@ -26,8 +26,10 @@ GENERATION_REASONS = {"generate_truncated", "generate_no_problem_tag", "generate
 
 
 def mathsmith_recipe(monkeypatch: pytest.MonkeyPatch, **env: str) -> Recipe:
+    """The shipped recipe on the tiny model; explanations cut to 150 characters keep 5 concepts inside its 2,048-token
+    context (a longer prompt is a counted request_error)."""
     env = {"MATHAUG_MAX_MODEL_LEN": "2048", "MATHAUG_ENFORCE_EAGER": "true", "MATHAUG_MAX_TOKENS": "32",
-           "MATHAUG_GEN_MAX_TOKENS": "48", **env}  # fmt: skip
+           "MATHAUG_GEN_MAX_TOKENS": "48", "MATHAUG_EXPLANATION_CHARS": "150", **env}  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return load_recipe(RECIPES_DIR / "mathsmith.yaml")

@@ -128,7 +128,11 @@ def test_parsing_helpers() -> None:
     text = "<rationale>Concepts used: a; b\nFeatures used: (a), c and h\nStep 1: x</rationale><problem> P? </problem>"
     assert parse_generation(text) == ("Concepts used: a; b\nFeatures used: (a), c and h\nStep 1: x", "P?")
     assert parse_generation("<problem>P?</problem>") == (None, "P?")
+    assert parse_generation("<rationale>r\n<problem>P?</problem>") == ("r", "P?")  # an open rationale ends there
     assert parse_generation("<rationale> </rationale>") == (None, None)
+    # the step stops at </problem>, which servers leave out: an open problem that stopped is whole, one cut is not
+    assert parse_generation("<rationale>r</rationale><problem>P?", "stop") == ("r", "P?")
+    assert parse_generation("<rationale>r</rationale><problem>P?", "length") == ("r", None)
     assert claimed_features("Features used: (a), c and h") == [
         "multi-step reasoning", "implicit or reverse logic", "extreme conditions"]
     assert claimed_features("we add distractors and use cross-topic integration") == [

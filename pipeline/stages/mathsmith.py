@@ -47,7 +47,7 @@ from pipeline.stages.llm_step import Candidate, LLMParams, LLMStep, generator, s
 from pipeline.verify import answers_match
 
 NAME = "mathsmith"
-VERSION = "1"
+VERSION = "2"
 ROLES = {"teacher": "writes a problem from sampled concepts", "solver": "answers each problem `samples` times"}
 OUTPUT = "rows"
 VERIFIER = "majority"
@@ -65,7 +65,9 @@ FEATURES = {
     "i": "non-standard representation",
 }
 DIFFICULTY_SIGNALS = ("r_len", "r_consist", "r_format", "score", "solver_tokens")
-_TAG = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.S | re.I) for tag in ("rationale", "problem")}
+# a rationale left open ends where the problem begins (small models often forget </rationale>)
+_TAG = {"rationale": re.compile(r"<rationale>(.*?)(?:</rationale>|(?=<problem>))", re.S | re.I),
+        "problem": re.compile(r"<problem>(.*?)</problem>", re.S | re.I)}
 _FEATURES_LINE = re.compile(r"features?\s+used\s*:\s*(.+)", re.I)
 _FEATURE_LETTER = re.compile(r"(?<![a-z])\(?([a-i])\)?(?![a-z])", re.I)
 _STEP = re.compile(r"\bStep\s+\d+", re.I)
@@ -203,8 +205,12 @@ def load_concepts(specs: list[str], data_dir: Path, categories: list[str] | None
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def parse_generation(text: str) -> tuple[str | None, str | None]:
-    """(rationale, problem) from ``<rationale>…</rationale><problem>…</problem>``; None for a missing tag."""
+def parse_generation(text: str, finish: str = "stop") -> tuple[str | None, str | None]:
+    """(rationale, problem) from ``<rationale>…</rationale><problem>…</problem>``; None for a missing tag. The
+    step stops at ``</problem>`` (servers leave the stop string out), so an open ``<problem>`` that ended on a stop
+    is complete; one cut by the token limit is not."""
+    if finish != "length" and re.search(r"<problem>", text, re.I) and not re.search(r"</problem>", text, re.I):
+        text += "</problem>"
     found = [_TAG[tag].search(text) for tag in ("rationale", "problem")]
     rationale, problem = (m.group(1).strip() if m and m.group(1).strip() else None for m in found)
     return rationale, problem
@@ -255,11 +261,9 @@ class SmithCandidate(Candidate):
 
 def _generation_check(params: Params):  # noqa: ANN201 - a Parse for LLMStep
     def check(cand: SmithCandidate, text: str, finish: str) -> str | None:
-        if finish == "length":
-            return "generate_truncated"
-        rationale, problem = parse_generation(text)
-        if problem is None:
-            return "generate_no_problem_tag"
+        rationale, problem = parse_generation(text, finish)
+        if problem is None:  # a sample cut after its </problem> is whole
+            return "generate_truncated" if finish == "length" else "generate_no_problem_tag"
         if rationale is None:
             return "generate_no_rationale_tag"
         if len(claimed_features(rationale)) < params.min_features:
@@ -321,6 +325,7 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
     ctx.funnel.add(ctx.stage, "attempts", len(cands))
     steps = {
         "generate": LLMStep(ctx, "generate", params.templates.generate, "teacher", reasks=params.reasks,
+                            stop=["</problem>"],
                             temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens),
         "solve": LLMStep(ctx, "solve", params.templates.solve, "solver", reasks=params.reasks, n=params.samples,
                          temperature=params.solve_temperature, top_p=params.solve_top_p,
@@ -348,12 +353,13 @@ def _generate(cands: list[SmithCandidate], step: LLMStep[SmithCandidate], params
     live = []
     for cand, comp in zip(cands, step(cands, variables, _generation_check(params)), strict=True):
         cand.raw = comp.texts[0] if comp.texts else ""
+        finish = comp.finish_reasons[0] if comp.finish_reasons else "stop"
         if not comp.ok:
             cand.fail("request_error", comp.error or "")
         elif comp.problems[0] is not None:
             cand.fail(comp.problems[0], cand.raw[:2000])
         else:
-            rationale, problem = parse_generation(cand.raw)
+            rationale, problem = parse_generation(cand.raw, finish)
             cand.rationale, cand.problem = rationale or "", problem or ""
             live.append(cand)
     return live
