@@ -64,7 +64,7 @@ def completions(out: Path) -> dict[str, Any]:
 
 
 def dataset(out: Path) -> list[dict[str, Any]]:
-    rows = [{k: v for k, v in r.items() if k != "run_id"} for r in read_records(out)]
+    rows = [{k: v for k, v in r.items() if k not in ("run_id", "created_at")} for r in read_records(out)]
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
 
 
