@@ -159,6 +159,14 @@ def test_judge_decides_only_the_ambiguous_band(bench_file, tmp_path):
     unreadable = checker(bench_file, tmp_path, threshold=1.3, band_low=0.3, judge=ScriptedJudge(["maybe"]))
     assert unreadable.check([PARAPHRASE]) == [None] and unreadable.stats["judge_unreadable"] == 1
 
+    class FailingJudge(ScriptedJudge):
+        def complete(self, requests, **_):
+            return [Completion.failed("server down") for _ in requests]
+
+    failing = checker(bench_file, tmp_path, threshold=1.3, band_low=0.3, judge=FailingJudge([]))
+    assert failing.check([PARAPHRASE]) == [None]  # a failed request keeps the row, counted as failed
+    assert failing.stats["judge_failed"] == 1 and failing.stats["judge_unreadable"] == 0
+
 
 def test_the_judge_needs_benchmark_text(tmp_path):
     with pytest.raises(SemanticSetupError, match="benchmark_files.gsm8k-test"):

@@ -480,7 +480,7 @@ class SemanticDecontaminator:
             from pipeline.llm.templates import load_template
 
             self.template = load_template(judge_template)
-        self.stats = {"rows": 0, "flagged": 0, "judged": 0, "judge_same": 0, "judge_unreadable": 0}
+        self.stats = {"rows": 0, "flagged": 0, "judged": 0, "judge_same": 0, "judge_unreadable": 0, "judge_failed": 0}
         self._on_close = on_close
 
     def candidates(
@@ -554,7 +554,9 @@ class SemanticDecontaminator:
         verdicts = [parse_verdict(c.texts[0]) if c.ok and c.texts else None for c in completions]
         self.stats["judged"] += len(verdicts)
         self.stats["judge_same"] += sum(v == "same" for v in verdicts)
-        self.stats["judge_unreadable"] += sum(v is None for v in verdicts)
+        failed = sum(not c.ok for c in completions)  # request errors: the row stays in, counted apart
+        self.stats["judge_failed"] += failed
+        self.stats["judge_unreadable"] += sum(v is None for v in verdicts) - failed
         return verdicts
 
     def close(self) -> None:
