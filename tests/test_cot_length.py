@@ -40,7 +40,7 @@ def teacher(body: dict[str, Any], i: int) -> str:
     if "Rewrite the solution above as briefly" in user:  # compress
         return f"3 + 4 = 7 apples. \\boxed{{{gold}}}" if kind == "EASY" else f"So it is {gold}. \\boxed{{{gold}}}"
     if kind == "PASTE":  # reasons to one value, boxes the answer it was shown
-        return "Complexity: simple\nAnalysis: 12 eggs in boxes of 6.\nSolution: 12 * 6 = 72, so the answer is \\boxed{2}"
+        return "Complexity: simple\nAnalysis: 12 eggs in boxes of 6.\nSolution: 12 * 6 = 72. \\boxed{2}"
     if kind == "WRONG":
         return "Complexity: simple\nAnalysis: pages per day times days.\nSolution: 5 + 3 = 8 pages. \\boxed{8}"
     tier = "moderate" if kind == "HARD" else "simple"

@@ -4,7 +4,6 @@ reflection pass, PersonaHub mode, determinism, and that editing one template re-
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +162,7 @@ def test_rewrite_mode_keeps_verified_and_reflects(
         # reflection never saw the gold: reaching it is an independent check, and says so
         assert ver["method"] == "reflection_blind" and ver["status"] == "verified" and ver["votes"] == 2
         assert row["generator"]["template"].endswith("+persona/reflect.v2")
-    assert "agreed answer '7' matches gold '7' (4/4 agree, 4 answered)" == easy[0]["verification"]["detail"]
+    assert "agreed answer '7' matches gold '7' (4/4 asked agree; 4 received, 4 answered)" == easy[0]["verification"]["detail"]
     assert "!= gold '6'" in hard[0]["verification"]["detail"]
 
     assert funnel.reasons("persona") == {"no_gold": 1, "no_majority": 2, "rewrite_lost_quantities": 2}
@@ -242,6 +241,6 @@ def test_persona_hub_mode(teacher_server: ScriptedOpenAIServer, tmp_path: Path) 
             "method": "majority",
             "votes": 4,
             "samples": 4,
-            "detail": "pseudo-gold '36' (min_agree=3; no gold) (4/4 agree, 4 answered)",
+            "detail": "pseudo-gold '36' (min_agree=3; no gold) (4/4 asked agree; 4 received, 4 answered)",
         }
         assert row["generator"]["template"] == "persona/synthesize.v1+persona/solve.v1"

@@ -213,10 +213,12 @@ def test_two_turns_continued_after_a_stop_string_on_the_vllm_engine(
     assert turn2.ok and turn2.completion_tokens > 0
     # the engine continued the same assistant message: its prompt is the conversation rendered without a new
     # generation prompt (with one, the count would differ by the assistant header's tokens)
-    continued = tokenizer.apply_chat_template(messages, tokenize=True, continue_final_message=True,
-                                              add_generation_prompt=False)
-    fresh_turn = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    assert turn2.prompt_tokens == len(continued) != len(fresh_turn)
+    def n_tokens(**how: bool) -> int:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, **how)
+        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    continued = n_tokens(continue_final_message=True, add_generation_prompt=False)
+    assert turn2.prompt_tokens == continued != n_tokens(add_generation_prompt=True)
     pool.close()
 
 
@@ -404,3 +406,48 @@ def test_conversations_on_the_vllm_engine(tiny_vllm_models: dict[str, Any]) -> N
     assert sorted(log) == [(t, k) for t in range(6) for k in (1, 2, 3)]
     assert client.usage["requests"] == 18 and client.usage["tokens_out"] > 0
     assert log.index((5, 3)) < log.index((0, 3))  # conversation 0's slow tool did not hold the others back
+
+
+def test_limited_keep_rule_matches_a_plain_reference() -> None:
+    """The vectorised keep rule against the obvious loop, on random groups, subgroups, ranks and anchors."""
+    import random
+
+    import numpy as np
+
+    from pipeline.dedup.keep import choose_keepers_limited
+
+    def reference(labels, subs, unverified, stage, ids, dropped, limit, whole, anchors):  # noqa: ANN001, ANN202
+        n = len(unverified)
+        anchored_groups = set(labels[n:].tolist())
+        order = sorted(range(n), key=lambda i: (labels[i], unverified[i], stage[i], ids[i], i))
+        keep, taken = [False] * n, {}
+        for i in order:
+            g, s = int(labels[i]), int(subs[i])
+            if g in anchored_groups:
+                continue
+            chosen = taken.setdefault(g, [])
+            if s in chosen:
+                keep[i] = keep[i] or whole
+            elif len(chosen) < limit:
+                chosen.append(s)
+                keep[i] = True
+        return keep
+
+    rng = random.Random(7)
+    for _ in range(200):
+        n, anchors = rng.randint(1, 40), rng.choice([0, 0, 2])
+        labels = np.array([rng.randint(0, 6) for _ in range(n + anchors)], dtype=np.int64)
+        subs = np.array([rng.randint(0, 3) for _ in range(n)], dtype=np.int64)
+        unverified = np.array([rng.randint(0, 1) for _ in range(n)], dtype=np.int8)
+        stage = np.array([rng.randint(0, 2) for _ in range(n)], dtype=np.int32)
+        ids = np.array([f"{rng.randint(0, 9)}".encode() for _ in range(n)], dtype=np.bytes_)
+        dropped = np.array([rng.randint(0, 2) for _ in range(n)], dtype=np.int64)
+        limit, whole = rng.randint(1, 3), rng.random() < 0.5
+        keep, folded, keeper = choose_keepers_limited(labels, subs, unverified, stage, ids, dropped, limit=limit,
+                                                      whole_subgroups=whole, anchors=anchors)
+        assert keep.tolist() == reference(labels, subs, unverified, stage, ids, dropped, limit, whole, anchors)
+        # every row is accounted for once: kept rows carry themselves and what folded into them
+        counted = sum(int(folded[i]) + 1 for i in range(n) if keep[i])
+        lost = sum(1 + int(dropped[i]) for i in range(n) if not keep[i] and keeper[i] < 0)
+        assert counted + lost == int((1 + dropped).sum())
+        assert all(keep[keeper[i]] and labels[keeper[i]] == labels[i] for i in range(n) if keeper[i] >= 0)

@@ -55,7 +55,8 @@ def preference_value(record: dict[str, Any], preference: str, targets: dict[str,
     if preference == "near_target":
         targets = targets or LENGTH_TARGETS
         target = targets.get(record.get("difficulty") or "", targets.get("", LENGTH_TARGETS[""]))
-        return abs(len((record.get("solution") or "").split()) - target)
+        words = (record.get("solution") or "").count(" ") + 1  # words, near enough, without splitting
+        return abs(words - target)
     verification = record.get("verification") or {}
     if preference == "executed":
         return 0 if verification.get("method") in EXECUTED_METHODS else 1
@@ -78,13 +79,22 @@ class RankColumns:
 
     def add(self, records: list[dict[str, Any]], methods: list[str], ranks: dict[str, int]) -> None:
         last = len(ranks)
-        self.unverified.append(np.array([0 if is_verified(r) else 1 for r in records], dtype=np.int8))
-        self.stage.append(np.array([ranks.get(m, last) for m in methods], dtype=np.int32))
-        self.ids.append(np.array([str(r["id"]).encode("utf-8") for r in records], dtype=np.bytes_))
-        self.dropped.append(np.array([prior_dropped(r) for r in records], dtype=np.int64))
-        self.preferences.append(
-            [np.array([preference_value(r, p, self.targets) for r in records], dtype=np.int64) for p in self.prefer]
-        )
+        unverified, stage, ids, dropped = [], [], [], []
+        preferences: list[list[int]] = [[] for _ in self.prefer]
+        for rec, method in zip(records, methods):  # one pass: this runs once per row of a million-row build
+            verification = rec.get("verification") or {}
+            unverified.append(0 if verification.get("status") in VERIFIED_STATUSES else 1)
+            stage.append(ranks.get(method, last))
+            ids.append(str(rec["id"]))
+            dedup = rec.get("dedup")
+            dropped.append(int(dedup.get("dropped") or 0) if dedup else 0)
+            for values, preference in zip(preferences, self.prefer):
+                values.append(preference_value(rec, preference, self.targets))
+        self.unverified.append(np.array(unverified, dtype=np.int8))
+        self.stage.append(np.array(stage, dtype=np.int32))
+        self.ids.append(np.array([i.encode("utf-8") for i in ids], dtype=np.bytes_))
+        self.dropped.append(np.array(dropped, dtype=np.int64))
+        self.preferences.append([np.array(values, dtype=np.int64) for values in preferences])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self.ids:
@@ -185,30 +195,35 @@ def choose_keepers_limited(
     anchored = np.isin(own, labels[n:]) if anchors else np.zeros(n, dtype=bool)
     position = np.arange(n)
     order = np.lexsort((position, ids, stage, *reversed(list(preferences)), unverified, own))
-    taken: dict[int, list[int]] = {}  # group label -> kept subgroup ids, best first
-    sub_keeper: dict[tuple[int, int], int] = {}  # (label, subgroup) -> position of its best kept row
-    for i in order.tolist():
-        if anchored[i]:
-            continue
-        group, sub = int(own[i]), int(subgroups[i])
-        subs = taken.setdefault(group, [])
-        if sub in subs:
-            if whole_subgroups:
-                keep[i] = True
-            continue
-        if len(subs) < limit:
-            subs.append(sub)
-            sub_keeper[(group, sub)] = i
-            keep[i] = True
-    first_keeper = {group: sub_keeper[(group, subs[0])] for group, subs in taken.items() if subs}
-    for i in range(n):
-        if keep[i]:
-            keeper[i] = i
-            continue
-        group = int(own[i])
-        j = sub_keeper.get((group, int(subgroups[i])), first_keeper.get(group, -1))
-        keeper[i] = j
-        if j >= 0:
-            folded[j] += 1 + dropped[i]
+    # each (group, subgroup) pair: its best row is the first in rule order
+    pairs = np.unique(np.stack([own, subgroups[:n]], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    sorted_pairs = pairs[order]
+    _, first_at = np.unique(sorted_pairs, return_index=True)
+    leads = np.zeros(n, dtype=bool)
+    leads[first_at] = True  # in sorted order: the best row of its pair
+    # among a group's pair leaders, in rule order, the first `limit` are taken
+    sorted_groups = own[order]
+    lead_groups = sorted_groups[leads]
+    starts = np.r_[0, np.flatnonzero(lead_groups[1:] != lead_groups[:-1]) + 1]
+    rank_in_group = np.arange(len(lead_groups)) - np.repeat(starts, np.diff(np.r_[starts, len(lead_groups)]))
+    taken_pairs = np.zeros(pairs.max() + 1, dtype=bool)
+    taken_pairs[sorted_pairs[leads][rank_in_group < limit]] = True
+    taken_pairs[np.unique(pairs[anchored])] = False
+    pair_best = np.empty(pairs.max() + 1, dtype=np.int64)
+    pair_best[sorted_pairs[first_at]] = order[first_at]
+    if whole_subgroups:
+        keep = taken_pairs[pairs] & ~anchored
+    else:
+        keep[pair_best[taken_pairs.nonzero()[0]]] = True
+        keep &= ~anchored
+    # a dropped row folds into its pair's keeper, else into its group's best keeper
+    group_best = np.full(int(own.max()) + 1, -1, dtype=np.int64)
+    kept_sorted = order[keep[order]]
+    rev = kept_sorted[::-1]
+    group_best[own[rev]] = rev  # the last write per group is its first (best) kept row
+    keeper = np.where(keep, position, np.where(taken_pairs[pairs], pair_best[pairs], group_best[own]))
+    keeper[anchored] = -1
+    dropped_rows = ~keep & (keeper >= 0)
+    np.add.at(folded, keeper[dropped_rows], 1 + dropped[dropped_rows])
     folded[keep] += dropped[keep]
     return keep, folded, keeper

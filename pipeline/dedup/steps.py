@@ -29,7 +29,7 @@ from pipeline.dedup.keep import (
     stage_rank_table,
 )
 from pipeline.dedup.spill import RecordSpill
-from pipeline.dedup.text import exact_key
+from pipeline.dedup.text import exact_key, solution_key
 from pipeline.funnel import Funnel
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def exact_dedup(
             )
             solution_keys.append(
                 np.array(
-                    [int.from_bytes(exact_key(r.get("solution") or "")[:8], "little") for r in batch],
+                    [int.from_bytes(solution_key(r.get("solution") or "")[:8], "little") for r in batch],
                     dtype=np.uint64,
                 )
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from functools import lru_cache
 
 TOKENIZER_VERSION = "2"
 
@@ -38,6 +39,16 @@ def normalized_text(text: str) -> str:
     return " ".join(tokens(text))
 
 
+@lru_cache(maxsize=1 << 16)
 def exact_key(text: str) -> bytes:
-    """A 16-byte digest of ``normalized_text``: equal for texts that differ only in case/punctuation/spacing."""
+    """A 16-byte digest of ``normalized_text``: equal for texts that differ only in case/punctuation/spacing.
+
+    Cached: the solutions of one question arrive together, and each would tokenise the same question again."""
     return hashlib.blake2b(normalized_text(text).encode("utf-8"), digest_size=16).digest()
+
+
+def solution_key(text: str) -> bytes:
+    """A 16-byte digest of a solution with case and spacing folded: two solutions that differ only there are one.
+
+    Cheaper than ``exact_key`` (no tokenising): solutions are long, and punctuation can matter in them."""
+    return hashlib.blake2b(" ".join(text.casefold().split()).encode("utf-8"), digest_size=16).digest()

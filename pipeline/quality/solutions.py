@@ -36,7 +36,7 @@ _COMMIT_RE = re.compile(
 # What introduces a final answer of its own: "The final answer is", "Answer:", "####", a line to itself.
 _INTRO_RE = re.compile(
     r"(?:(?:\b(?:so|thus|therefore|hence)\b[\s,]*)?(?:(?:the|our|my)\s+)?(?:final\s+|correct\s+)?answer\s*"
-    r"(?:is|would\s+be|should\s+be|will\s+be|equals|=|:)?\s*:?|(?:^|\n)\s*####|(?:^|\n))[\s$\\(\[*]*$",
+    r"(?:is|would\s+be|should\s+be|will\s+be|equals|=|:)?\s*:?|(?:^|\n)\s*####|(?:^|\n)|[.!?])[\s$\\(\[*]*$",
     re.I,
 )
 _STRONG_COMMIT_RE = re.compile(

@@ -223,9 +223,9 @@ def _solution_check(step: str):  # noqa: ANN202 - a Parse for LLMStep
 
 
 def _answers(texts: list[str | None], asked: int) -> list[str | None]:
-    """Final answers of the usable samples, padded to the samples asked (missing ones count against)."""
-    answers = [extract_answer(t) if t is not None else None for t in texts]
-    return (answers + [None] * asked)[:asked]
+    """Final answers of the samples that came back (None for unusable ones); ``agreement`` counts the samples
+    that never came against agreement, as a share of the ``asked``."""
+    return [extract_answer(t) if t is not None else None for t in texts][:asked]
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -304,8 +304,9 @@ def _solution_with(cand: PersonaCandidate, answer: str) -> str:
 
 def _verdict(method: str, answers: list[str | None], target: str, asked: int, detail: str) -> dict[str, Any]:
     _, received, agreeing = votes(answers, target, asked)
+    answered = sum(a is not None for a in answers)
     return {"status": "verified", "method": method, "votes": agreeing, "samples": asked,
-            "detail": f"{detail} ({agreeing}/{asked} agree, {received} answered)"}
+            "detail": f"{detail} ({agreeing}/{asked} asked agree; {received} received, {answered} answered)"}
 
 
 def _rewrite(cands: list[PersonaCandidate], steps: _Steps) -> None:
