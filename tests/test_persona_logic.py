@@ -26,6 +26,32 @@ SEEDS = {
 }
 
 
+# what the scripted teacher writes for each seed: the same quantities told another way (a verbatim copy of the
+# seed with a persona in front is a near-copy, which the question gates reject)
+REWRITES = {
+    "Ann has 3 apples and buys 4 more. How many apples does she have?":
+        "During a shift, Ann gets 3 apples from a colleague and then purchases 4 additional apples at the canteen. "
+        "What is her apple count now?",
+    "HARD: Bob has 10 pens and gives away 4. How many pens are left?":
+        "HARD: Bob starts the working day with 10 pens and hands 4 of them to coworkers. How many pens does he still "
+        "have?",
+    "NOANS: Cy packs 12 eggs into boxes of 6. How many boxes?":
+        "NOANS: At the farm shop, Cy arranges 12 eggs in cartons that hold 6 each. How many cartons does he fill?",
+    "SPLIT: Di reads 5 pages a day for 3 days. How many pages?":
+        "SPLIT: Di studies 5 pages of the manual daily over 3 days before her exam. What total number of pages is "
+        "that?",
+}
+
+
+def seed_of(text: str) -> str:
+    """The seed a rewrite or a seed text comes from (its tag, or its apples)."""
+    for seed in SEEDS:
+        tag = seed.split(":", 1)[0] if ":" in seed else "apple"
+        if tag in text:
+            return seed
+    raise KeyError(text)
+
+
 def teacher(body: dict[str, Any], i: int) -> str:
     """Deterministic stand-in for a teacher model, keyed on the shipped templates' wording. Its solutions reason
     in words before their box, as real ones do (the solution gates reject a bare box)."""
@@ -35,7 +61,7 @@ def teacher(body: dict[str, Any], i: int) -> str:
         question = user.split("Original problem:\n", 1)[1].split("\n\nRewrite the problem", 1)[0]
         if question.startswith("DROP"):
             return f"Rewritten problem: For {persona}: Ed walks some distance every day. How far does he walk?"
-        return f"Rewritten problem: For {persona}: {question}"
+        return f"Rewritten problem: For {persona}: {REWRITES[question]}"
     if user.startswith("Create a math problem"):
         persona = user.split("\n\n", 2)[1]
         if "gambler" in persona:
@@ -43,10 +69,10 @@ def teacher(body: dict[str, Any], i: int) -> str:
         return f"Math problem: {persona} stacks 12 boxes of 3 items. How many items?"
     if user.startswith("Problem:"):  # reflection: told the answer is wrong, never what it should be
         question = user.split("Problem:\n", 1)[1].split("\n\nA solution", 1)[0]
-        gold = SEEDS[question.split(": ", 1)[1]]
+        gold = SEEDS[seed_of(question)]
         return f"Looking again at each step, the earlier total was wrong; recomputing gives {gold}. \\boxed{{{gold}}}"
     question = user.split("\n\n", 1)[1]
-    base = question.split(": ", 1)[1] if question.startswith("For ") else question
+    base = seed_of(question) if question.startswith("For ") else question
     if "SPLIT" in base:
         return f"Estimating the pages instead of counting them exactly gives {100 + i}. \\boxed{{{100 + i}}}"
     if "NOANS" in base:
@@ -148,7 +174,7 @@ def test_rewrite_mode_keeps_verified_and_reflects(
     assert len(rows) == 6 and len(easy) == len(hard) == len(split) == 2
     for row in rows:
         assert row["method"] == "persona" and row["persona"] and row["question"].startswith("For ")
-        assert row["answer"] == SEEDS[row["question"].split(": ", 1)[1]]  # the seed's gold answer
+        assert row["answer"] == SEEDS[seed_of(row["question"])]  # the seed's gold answer
         assert answers_match(extract_answer(row["solution"]), row["answer"])  # passes the build's verify gate
         gen = row["generator"]
         assert gen["model"] == "scripted" and gen["tokens_in"] > 0 and gen["tokens_out"] > 0
