@@ -26,7 +26,7 @@ def quickstart(tmp_path_factory):
 def test_quickstart_rows_are_verified_with_provenance(quickstart):
     recipe, out, result = quickstart
     rows = list(read_records(out))
-    assert len(rows) == result.rows > 1000
+    assert len(rows) == result.rows > 800  # symbolic links only what is certain (issue 11): fewer variants
     methods = {r["method"] for r in rows}
     assert methods == {"seed", "symbolic", "entity_swap", "fobar"}
     ids = [r["id"] for r in rows]

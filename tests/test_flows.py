@@ -50,7 +50,7 @@ def test_flow_writes_the_same_rows_as_the_plain_build_and_shows_its_funnel(tmp_p
     run_id = state.state_details.flow_run_id
     arts = flow_run_artifacts(run_id, expect={"mathaug-funnel", "mathaug-summary", "mathaug-progress"})
     funnel = {row["stage"]: row for row in json.loads(arts["mathaug-funnel"].data)}
-    assert list(funnel) == ["seed", "symbolic", "entity_swap", "total"]
+    assert list(funnel) == ["seed", "symbolic", "entity_swap", "fobar", "total"]
     for column in ("in", "generated", "verified", "duplicates", "contaminated", "kept", "tokens", "seconds"):
         assert column in funnel["total"]
     assert funnel["seed"]["in"] == LIMIT
@@ -81,8 +81,8 @@ def test_rerun_resumes_refuses_other_recipes_and_fresh_starts_over(tmp_path: Pat
     assert (again.computed_batches, again.resumed_batches) == (0, first.computed_batches)
     assert again.run_id == first.run_id
     assert rows_by_id(out) == before
-    names = flow_run_task_names(state.state_details.flow_run_id, lambda names: len(names) >= 2)
-    assert len(names) == 2 and all(n.endswith("batches (on disk)") for n in names), names  # one task a stage
+    names = flow_run_task_names(state.state_details.flow_run_id, lambda names: len(names) >= 3)
+    assert len(names) == 3 and all(n.endswith("batches (on disk)") for n in names), names  # one task a stage
 
     with pytest.raises(IncompatibleRunError, match="limit"):
         build_with_flow(recipe, out, limit=LIMIT + 1)
