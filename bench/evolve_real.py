@@ -25,11 +25,47 @@ def rows(directory: Path) -> list[dict]:
     return [r for path in sorted(directory.glob("*.parquet")) for r in pq.read_table(path).to_pylist()]
 
 
+def from_cache(out: Path, seeds_file: Path) -> None:
+    """The teacher's rewrites answered so far (the request cache, e.g. of a build still running on a slow server),
+    each judged by the stage's own rewrite gates: per type, how many pass and why the others do not."""
+    import sqlite3
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.stages.evolve import EvolveCandidate, Params, _rewrite_check
+
+    seeds = [json.loads(line) for line in seeds_file.read_text().splitlines()]
+    check = _rewrite_check(Params())
+    db = sqlite3.connect(f"file:{out / '.mathaug' / 'llm_cache.sqlite'}?mode=ro", uri=True)
+    verdicts: dict[str, Counter] = defaultdict(Counter)
+    for template, slot, response in db.execute("SELECT template, slot, response FROM entries WHERE stage='evolve'"):
+        if template == "evolve/solve.v1":
+            continue
+        _, step, seed_id, kind, *_ = slot.split("|")
+        seed = seeds[int(seed_id.rsplit(":", 1)[1]) - 1]
+        gold = seed["answer"].rsplit("####", 1)[1].strip()
+        cand = EvolveCandidate(parent={"question": seed["question"], "answer": gold}, slot=slot, seed=0, type=kind,
+                               template=step, gold=gold)
+        data = json.loads(response)
+        for text, finish in zip(data["texts"], data["finish_reasons"], strict=True):
+            reason = check(cand, text, finish) or "passes the gates"
+            verdicts[kind][reason + (" (re-ask)" if "|reask" in slot else "")] += 1
+            print(f"--- {kind}{' re-ask' if '|reask' in slot else ''}: {reason}\n{text[:400]}")
+    print("\n| type | teacher rewrites judged by the stage's gates |\n| --- | --- |")
+    for kind in sorted(verdicts):
+        print(f"| {kind} | " + ", ".join(f"{k} {v}" for k, v in verdicts[kind].most_common()) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--show", type=int, default=0)
+    ap.add_argument("--cache", action="store_true", help="judge the cached rewrites (the build need not be done)")
+    ap.add_argument("--seeds", type=Path, default=Path("data/seeds/gsm8k_train_sample.jsonl"))
     args = ap.parse_args()
+    if args.cache:
+        from_cache(args.out, args.seeds)
+        return
     manifest = json.loads((args.out / "manifest.json").read_text())
     seeds = int(manifest["funnel"]["evolve"]["in"])
     kept = [r for r in rows(args.out / "data") if r["method"] == "evolve"]

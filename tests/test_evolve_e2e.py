@@ -27,7 +27,7 @@ KNOWN_REASONS = {
     "truncated", "no_problem", "unchanged_question", "unchanged_numbers", "too_short", "too_long",
     "contains_solution", "leaks_answer", "not_a_question", "meta_text", "lost_quantities", "near_copy",
     "statement_is_question", "statement_lacks_answer", "statement_lost_unknown", "no_agreement", "wrong_answer",
-    "request_error", "solve_truncated", "solve_no_answer",
+    "request_error", "solve_truncated", "solve_no_answer", "no_number_to_mask", "no_gold",
 }  # fmt: skip
 
 
