@@ -148,6 +148,9 @@ def test_parse_new_item() -> None:
                                  "2. Question: another one?\nAnswer: 1\n#### 1")
     assert (q, sol, ans) == ("Jo has 3 cats. How many?", "3*1 = 3\n#### 3", "3")
     assert parse_new_item("**Question:** Jo has 1,200 cats?\n**Answer:** so #### 1,200")[2] == "1200"
+    # a real 0.5B model's habits: the template's own "Answer key:" label, the answer on the question's line
+    assert parse_new_item("Question the student got wrong:\nQuestion: Jo has 2 hats. How many? Answer key: 2 hats."
+                          "\n#### 2") == ("Jo has 2 hats. How many?", "2 hats.\n#### 2", "2")
     assert parse_new_item("no problem here") == "unparsed"
     assert parse_new_item("Question: x?\nAnswer: it is 1/2") == "no_final_answer"
     assert parse_new_item("Question: x?") == "no_answer_part"

@@ -39,7 +39,7 @@ from pipeline.stages.llm_step import Candidate, LLMParams, LLMStep, generator, s
 from pipeline.verify import answers_match, extract_answer
 
 NAME = "llm2llm"
-VERSION = "1"
+VERSION = "2"
 ROLES = {
     "teacher": "writes new problems from the seeds the student got wrong",
     "student": "answers every item of the current set (the model being trained)",
@@ -52,7 +52,9 @@ VERIFIER = "agreement (teacher's answer, solver votes)"
 _QUESTION = re.compile(
     r"(?:^|\n)[ \t>*-]*(?:\d+\s*[.)][ \t]*)?(?:new\s+problem\s*:\s*)?[*\s]*question[*\s]*:[*\t ]*", re.I
 )
-_ANSWER = re.compile(r"\n[*#\s]*answer[*\s]*:[*\t ]*", re.I)
+# "Answer:" or, as a real 0.5B model wrote after the template's own label, "Answer key:"; on its own line or after
+# the question's last sentence
+_ANSWER = re.compile(r"(?:\n|(?<=[?.!])[ \t]+)[*#\s]*answer(?:\s+key)?[*\s]*:[*\t ]*", re.I)
 _FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)\s*\.?")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
