@@ -112,7 +112,11 @@ class OpenAIBackend:
                 page = await asyncio.wait_for(client.models.list(timeout=10), timeout=15)
                 served = [m.id for m in page.data]
                 break
-            except (openai.APIConnectionError, asyncio.TimeoutError) as exc:
+            except (openai.APITimeoutError, asyncio.TimeoutError):
+                # connected, but the server is busy (llama.cpp answers one request at a time): it is there;
+                # the requests themselves have their own timeouts and retries
+                return
+            except openai.APIConnectionError as exc:
                 if attempt + 1 >= attempts:
                     raise BackendUnavailableError(
                         f"no OpenAI-compatible server answers at {self.base_url} "
