@@ -64,7 +64,8 @@ def evaluate(text: str, x: Fraction | None = None) -> Fraction:
 
 def plain(text: str) -> str:
     """Numbers by value ("$5.50", "$.5", "1,000" as 5.5, 0.5, 1000) and "an" as "a" (the mask fixes articles)."""
-    text = re.sub(r"\d[\d,]*(?:\.\d+)?|\.\d+", lambda m: str(Fraction(m.group(0).replace(",", ""))), text)
+    number = r"\d[\d,]*\d(?:\.\d+)?|\d(?:\.\d+)?|\.\d+"  # "1,000", "1000,000"; not the comma of "$600, how"
+    text = re.sub(number, lambda m: str(Fraction(m.group(0).replace(",", ""))), text)
     return re.sub(r"\b([Aa])n\b", r"\1", text)
 
 

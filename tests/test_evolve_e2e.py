@@ -33,7 +33,7 @@ KNOWN_REASONS = {
 
 def evolve_recipe(monkeypatch: pytest.MonkeyPatch, **env: str) -> Recipe:
     env = {"MATHAUG_MAX_MODEL_LEN": "2048", "MATHAUG_ENFORCE_EAGER": "true", "MATHAUG_MAX_TOKENS": "32",
-           "MATHAUG_REWRITE_MAX_TOKENS": "48", "MATHAUG_SAMPLES": "2", "MATHAUG_ROUNDS": "2",
+           "MATHAUG_REWRITE_MAX_TOKENS": "48", "MATHAUG_SAMPLES": "2", "MATHAUG_MIN_AGREE": "2", "MATHAUG_ROUNDS": "2",
            "MATHAUG_EVOLVE_TYPES": ",".join(TYPES), **env}  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)

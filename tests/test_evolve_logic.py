@@ -119,6 +119,9 @@ def test_params_and_registry() -> None:
         Params(types=["sideways"])
     with pytest.raises(ValueError, match="min_agree"):
         Params(samples=2, min_agree=3)
+    with pytest.raises(ValueError, match="at least 2"):  # a single answer is no agreement for a new gold
+        Params(types=["upward"], samples=1, min_agree=1)
+    assert Params(types=["rephrase", "fobar"], samples=1, min_agree=1).samples == 1  # checked against a gold
     dumped = Params().model_dump()
     assert {"change_numbers", "upward_reasoning", "breadth", "rephrase", "sv_statement", "solve"} <= set(
         dumped["template_hashes"])
@@ -159,7 +162,8 @@ def test_each_type_kept_or_rejected_for_its_reason(server: ScriptedOpenAIServer)
 
 
 def test_teacher_answer_must_agree(server: ScriptedOpenAIServer) -> None:
-    rows, funnel, _ = _run(server, None, types=["change_numbers"], samples=2, teacher_answer=True, reasks=0)
+    rows, funnel, _ = _run(server, None, types=["change_numbers"], samples=2, min_agree=2, teacher_answer=True,
+                           reasks=0)
     assert rows == []
     assert funnel.reasons("evolve") == {"teacher_disagrees": 1, "unchanged_question": 1}
 

@@ -136,6 +136,11 @@ class Params(LLMParams):
 
     @model_validator(mode="after")
     def _agreement(self) -> Params:
+        changing = [t for t in self.types if KINDS[t] == "changes"]
+        needed = self.min_agree if isinstance(self.min_agree, int) else -(-self.min_agree * self.samples // 1)
+        if changing and needed < 2:  # one sample's answer is no agreement: the real model's were all wrong
+            raise ValueError(f"types {changing} take the agreed answer as the gold: min_agree must ask at least 2 "
+                             f"agreeing samples (samples={self.samples}, min_agree={self.min_agree})")
         if isinstance(self.min_agree, float) and not 0 < self.min_agree <= 1:
             raise ValueError(f"min_agree as a share must be in (0, 1], got {self.min_agree}")
         if isinstance(self.min_agree, int) and not 1 <= self.min_agree <= self.samples:
