@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--explanation-chars", type=int, default=200, help="each concept's explanation in the prompt")
     ap.add_argument("--batch-size", type=int, default=1, help="attempts per batch: each finished one is on disk")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mathsmith_real"))
+    ap.add_argument("--fresh", action="store_true", help="recompute the stage (the request cache is kept)")
     args = ap.parse_args()
     os.environ.update(MATHAUG_BACKEND="openai", MATHAUG_BASE_URL=args.base_url, MATHAUG_MODEL=args.model,
                       MATHAUG_SAMPLES=str(args.samples), MATHAUG_MIN_AGREE=args.min_agree,
@@ -43,7 +44,7 @@ def main() -> None:
 
     recipe = load_recipe(RECIPES_DIR / "mathsmith.yaml")
     recipe.batch_size = args.batch_size
-    result = run_build(recipe, args.out, limit=args.attempts)
+    result = run_build(recipe, args.out, limit=args.attempts, fresh=args.fresh)
     f = result.funnel
     counts = {k: f.get("mathsmith", k) for k in ("attempts", "problems", "agreed", "generated", "requests",
                                                    "cache_hits", "tokens_out")}
