@@ -42,8 +42,11 @@ def test_quickstart_rows_are_verified_with_provenance(quickstart):
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: mit") and "data/train-*.parquet" in card and "GSM-Symbolic" in card
     dropped = manifest["dropped"]["rows"]
-    assert dropped == sum(f.get("duplicates", 0) + f.get("contaminated", 0) + f.get("failed", 0)
-                          for f in manifest["funnel"].values())
+    # every removed row, and every candidate a stage threw away with its text (by_step "stage:<name>")
+    candidates = sum(n for step, n in manifest["dropped"]["by_step"].items() if step.startswith("stage:"))
+    assert dropped == candidates + sum(f.get("duplicates", 0) + f.get("contaminated", 0) + f.get("failed", 0)
+                                       for f in manifest["funnel"].values())
+    assert candidates <= sum(f.get("rejected", 0) for f in manifest["funnel"].values())
     assert f"kept aside in `dropped/`: {dropped:,} rows" in card
 
 
