@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--held-out", type=int, default=5, help="GSM8K test problems graded each round")
     parser.add_argument("--max-tokens", type=int, default=320)
+    parser.add_argument("--solver-samples", type=int, default=2, help="solver samples; min_agree is half of them")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm2llm-real"))
     parser.add_argument("--fresh", action="store_true", help="discard the run in OUT (its request cache stays)")
     args = parser.parse_args()
@@ -45,6 +46,7 @@ def main() -> None:
                       MATHAUG_MAX_TOKENS=str(args.max_tokens), MATHAUG_ROUNDS=str(args.rounds))
     data = yaml.safe_load((ROOT / "recipes" / "llm2llm.yaml").read_text())
     params = data["stages"][0]["stages"][0]["params"]
+    params.update(solver_samples=args.solver_samples, min_agree=max(1, args.solver_samples // 2))
     if HELD_OUT.exists() and args.held_out:
         held = Path(tempfile.gettempdir()) / f"llm2llm-held-out-{args.held_out}.jsonl"  # a stable path: in the key
         held.write_text("".join(HELD_OUT.read_text().splitlines(keepends=True)[: args.held_out]))
