@@ -14,7 +14,7 @@ WITHOUT the stage's own code path (no symbolic.evaluate, no sympy field):
    line is an identity at three random rational points, and every solving line holds at x = answer.
 
 It prints the figures as markdown for bench/RESULTS.md and writes a random sample of rows (question and answer)
-to bench/data/fobar_hand_sample.md for solving by hand.
+to bench/data/fobar_hand_sample_new.md for solving by hand (--write-sample).
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", default="/work/shared/data/gsm8k/train.jsonl")
     ap.add_argument("--sample", type=int, default=15)
+    ap.add_argument("--write-sample", action="store_true",
+                    help="write a fresh sample to bench/data/fobar_hand_sample_new.md (fobar_hand_sample.md holds the "
+                    "one solved by hand, with verdicts)")
     args = ap.parse_args()
     seeds, problems = [], {}
     for i, line in enumerate(Path(args.train).read_text().splitlines()):
@@ -151,8 +154,10 @@ def main() -> None:
     print(f"| audit failures (independent recomputation) | {sum(failures.values())} {dict(failures)} |")
     print(f"| stage CPU (main process; sympy in the worker) | {cpu:.1f} s |")
     print("\nproblems not linked, by symbolic's reason:", dict(Counter(seed_reasons).most_common(8)))
-    sample = rng.sample(rows, min(args.sample, len(rows)))
-    out = ROOT / "bench" / "data" / "fobar_hand_sample.md"
+    if not args.write_sample:
+        return
+    sample = random.Random(0).sample(rows, min(args.sample, len(rows)))
+    out = ROOT / "bench" / "data" / "fobar_hand_sample_new.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("# FOBAR rows for solving by hand (bench/fobar_audit.py, random.Random(0))\n\n" + "\n".join(
         f"## {i + 1}\n\n{r['question']}\n\nrow answer: **{r['answer']}**\n" for i, r in enumerate(sample)))
