@@ -8,6 +8,7 @@ each sample (``check``), counts malformed samples per reason and re-asks for the
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -201,8 +202,14 @@ class LLMClient:
                 self.funnel.add(self.stage, "request_errors", 1)
             elif self.cache is not None:
                 self.cache.put(key, request, self.stage, completion)
+                with flush_lock:  # answered turns survive a kill: the cache is written as they come
+                    if self.cache.pending() >= FLUSH_EVERY or time.monotonic() - last_flush[0] > FLUSH_SECONDS:
+                        self.cache.flush()
+                        last_flush[0] = time.monotonic()
             handle(tag, completion)
 
+        flush_lock = threading.Lock()
+        last_flush = [time.monotonic()]
         feed.answer = answered
         try:
             for tag in range(len(first)):
