@@ -51,7 +51,7 @@ from pipeline.io.shards import ShardWriter
 from pipeline.paths import ROOT
 from pipeline.recipe import Recipe, StageSpec
 from pipeline.records import VERIFIED_STATUSES
-from pipeline.stage_runner import StageOutputs, run_stages
+from pipeline.stage_runner import StageOutputs, run_stages, write_seed_files
 from pipeline.stages import get_stage
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -263,7 +263,10 @@ def run_build(
         funnel.reject("seed", "bad_row", report.skipped)
         reporter.message(f"skipped {report.skipped} bad seed rows (first: {report.errors[0]})")
 
-    outputs = run_stages(recipe, seeds, run_id=state.run_id, work_dir=state.work_dir, funnel=funnel,
+    seed_files = write_seed_files(seeds, state.work_dir, recipe.batch_size)
+    n_seeds = len(seeds)
+    del seeds  # from here on the seeds are read from their files, batch by batch: memory stays flat
+    outputs = run_stages(recipe, seed_files, run_id=state.run_id, work_dir=state.work_dir, funnel=funnel,
                          reporter=reporter, map_batches=map_batches, on_round=on_round)
     resumed, computed = outputs.resumed, outputs.computed
     written = _written_stages(recipe)
@@ -271,11 +274,11 @@ def run_build(
 
     def stream() -> Iterator[dict[str, Any]]:
         if recipe.output.include_seeds:
-            yield from seeds
+            yield from iter_rows(outputs.seeds)
         for stage in written:
             yield from iter_rows(outputs.paths(stage.stage_name))
 
-    total = (len(seeds) if recipe.output.include_seeds else 0) + sum(
+    total = (n_seeds if recipe.output.include_seeds else 0) + sum(
         pq.read_metadata(p).num_rows for stage in written for p in outputs.paths(stage.stage_name)
     )
     reporter.stage_started("verify+dedup+write", total)

@@ -188,7 +188,7 @@ def _write_round_set(paths: list[Path], target: Path) -> int:
 
 def run_stages(
     recipe: Recipe,
-    seeds: list[dict[str, Any]],
+    seed_files: list[Path],
     *,
     run_id: str,
     work_dir: Path,
@@ -198,7 +198,7 @@ def run_stages(
     on_round: RoundHook | None = None,
 ) -> StageOutputs:
     """Every stage of the recipe, in order, rounds repeated; returns where their rows are."""
-    outputs = StageOutputs(seeds=write_seed_files(seeds, work_dir, recipe.batch_size))
+    outputs = StageOutputs(seeds=list(seed_files))
 
     def run_one(stage: StageSpec, round: int | None, used: dict[str, Any] | None = None) -> list[BatchResult]:
         roles, models, _ = round_models(stage, recipe.models, round, read_round_inputs(work_dir))
