@@ -270,3 +270,19 @@ def test_persona_hub_mode(teacher_server: ScriptedOpenAIServer, tmp_path: Path) 
             "detail": "pseudo-gold '36' (min_agree=3; no gold) (4/4 asked agree; 4 received, 4 answered)",
         }
         assert row["generator"]["template"] == "persona/synthesize.v1+persona/solve.v1"
+
+
+def test_a_rewrite_must_show_its_persona() -> None:
+    """Real case (Qwen2.5-Coder-0.5B): the "rewrite" paraphrased the seed and never mentioned the persona."""
+    from pipeline.stages.persona import persona_visible
+
+    seed = ("John orders food for a massive restaurant.  He orders 1000 pounds of beef for $8 per pound.  He also "
+            "orders twice that much chicken at $3 per pound.  How much did everything cost?")
+    paraphrase = ("John orders food for a massive restaurant. He orders 1000 pounds of beef for $8 per pound, and also "
+                  "orders twice as much chicken at $3 per pound. How much did everything cost?")
+    persona = "A beekeeper who manages hives and sells honey at farmers' markets"
+    assert not persona_visible(paraphrase, persona, seed)
+    assert persona_visible("The beekeeper John orders food for the honey market's restaurant: 1000 pounds of beef ...",
+                           persona, seed)
+    # a persona word the seed already has does not count as showing the persona
+    assert not persona_visible(seed, "a restaurant owner", seed)
