@@ -203,18 +203,7 @@ class OpenAIBackend:
                 for i in queue:
                     on_done(i, await self._one(client, requests[i]))
 
-            workers = [
-                asyncio.create_task(worker()) for _ in range(min(self.config.max_concurrency, len(requests)))
-            ]
-            try:
-                done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    if task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-            finally:
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+            await _run_workers(worker, min(self.config.max_concurrency, len(requests)))
         finally:
             await client.close()
 
@@ -241,21 +230,26 @@ class OpenAIBackend:
                         continue
                     feed.answer(item, await self._one(client, item[1]))
 
-            workers = [asyncio.create_task(worker()) for _ in range(self.config.max_concurrency)]
-            try:
-                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    if task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
-            finally:
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+            await _run_workers(worker, self.config.max_concurrency)
         finally:
             await client.close()
 
     def close(self) -> None:
         """Clients live for one batch; nothing stays open between batches."""
+
+
+async def _run_workers(worker: Callable[[], Any], count: int) -> None:
+    """``count`` copies of ``worker`` until all end; the first error stops the others and is raised."""
+    workers = [asyncio.create_task(worker()) for _ in range(count)]
+    try:
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
 
 def _completion(resp: Any) -> Completion:
