@@ -226,12 +226,7 @@ class VLLMBackend:
                             ),
                         )
             except EngineStalledError:
-                stalled, self.llm = self.llm, None
-                threading.Thread(target=discard_engine, args=(stalled,), daemon=True).start()
-                raise EngineStalledError(
-                    f"vLLM engine for {self.config.model} made no step in {self.config.request_timeout_s:g}s "
-                    "(request_timeout_s): shut it down; the next call starts a new engine"
-                ) from None
+                raise self._discard_stalled() from None
             finally:
                 steps.stop()  # the caller failed: the driver aborts what is left, so the engine is clean
 
@@ -249,14 +244,18 @@ class VLLMBackend:
                 for item, completion in driver.results(self.config.request_timeout_s):
                     feed.answer(item, completion)
             except EngineStalledError:
-                stalled, self.llm = self.llm, None
-                threading.Thread(target=discard_engine, args=(stalled,), daemon=True).start()
-                raise EngineStalledError(
-                    f"vLLM engine for {self.config.model} made no step in {self.config.request_timeout_s:g}s "
-                    "(request_timeout_s): shut it down; the next call starts a new engine"
-                ) from None
+                raise self._discard_stalled() from None
             finally:
                 driver.stop()
+
+    def _discard_stalled(self) -> EngineStalledError:
+        """Shut the hung engine down in the background (the next call starts a new one); the error to raise."""
+        stalled, self.llm = self.llm, None
+        threading.Thread(target=discard_engine, args=(stalled,), daemon=True).start()
+        return EngineStalledError(
+            f"vLLM engine for {self.config.model} made no step in {self.config.request_timeout_s:g}s "
+            "(request_timeout_s): shut it down; the next call starts a new engine"
+        )
 
     def close(self) -> None:
         """Engines are per process and shared across pools; ``shutdown_engines`` frees them."""
