@@ -123,6 +123,20 @@ def test_a_missing_tokenizer_is_a_clear_error(scripted_server: Any, tmp_path: Pa
         run_stage(scripted(scripted_server, teacher), tmp_path / "no-model")
 
 
+def test_without_a_tokenizer_file_the_servers_tokenize_endpoint_counts(tiny_server: Any, tiny_model_dir: Path) -> None:
+    """An OpenAI-compatible server (vLLM's, here) with no local tokenizer: lengths come from its /tokenize."""
+    from tokenizers import Tokenizer
+
+    from pipeline.stages.cot_length import token_counter
+
+    cfg = ModelConfig(backend="openai", model=tiny_server.served_name, base_url=tiny_server.base_url)
+    with ModelPool({"teacher": cfg}) as pool:
+        count = token_counter(Params(), pool.client("teacher", "cot_length", Funnel()))
+    tok = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    for text in (LONG, "Complexity: simple\nSolution: 3 + 4 = 7. \\boxed{7}"):
+        assert count(text) == len(tok.encode(text, add_special_tokens=False).ids) > 5
+
+
 def test_tier_parsing() -> None:
     assert tier_of("Complexity: Highly Complex\n...") == "highly complex"
     assert tier_of("**Complexity:** moderate") == "moderate"

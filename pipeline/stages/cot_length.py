@@ -99,7 +99,8 @@ def token_counter(params: Params, model: Any) -> Any:
     if source is not None:
         tok = _local_tokenizer(str(source))
         return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
-    base = getattr(model, "base_url", None)
+    # an LLMClient names its server in its identity (openai backend); a bare config has base_url
+    base = getattr(model, "base_url", None) or getattr(model, "identity", {}).get("base_url")
     if not base:
         raise TokenizerMissing(
             "cot_length needs a tokenizer: set params.tokenizer to the model folder (tokenizer.json)"
