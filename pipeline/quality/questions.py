@@ -25,9 +25,12 @@ QUESTION_REASONS = (
 
 _NUM = r"\d[\d,]*(?:\.\d+)?"
 _OP = r"(?:[-+*/×÷·x]|\\times|\\cdot|\\div)"
-# "96 + 27 + 25 = 148": numbers joined by operators, then "=" and a number (a computation carried out).
+# "96 + 27 + 25 = 148", "2 liters × 0.20 = 0.4": numbers (each may carry a unit word) joined by operators, then
+# "=" and a number (a computation carried out). A unit needs a space and two letters, so "2x + 3 = 7" is no chain.
+_UNIT = r"(?:\s+[a-zA-Z]{2,12})?"
 _CHAIN_RE = re.compile(
-    rf"(?<![\w.^_{{}}]){_NUM}(?:\s*{_OP}\s*\$?\s*{_NUM})+\s*\$?\s*=\s*\$?\s*-?{_NUM}(?!\d|\.\d|\s*{_OP}|[a-zA-Z(])"
+    rf"(?<![\w.^_{{}}]){_NUM}{_UNIT}(?:\s*{_OP}\s*\$?\s*{_NUM}{_UNIT})+\s*\$?\s*=\s*\$?\s*-?{_NUM}"
+    rf"(?!\d|\.\d|\s*{_OP}|[a-zA-Z(])"
 )
 _EXAMPLE_RE = re.compile(r"\bfor\s+(?:example|instance)\b|\be\.g\.|\breminder\b|\bnotice\s+that\b", re.I)
 _SOLUTION_MARKER_RE = re.compile(
@@ -92,7 +95,11 @@ _META_RE = re.compile(
     r"|^\s*(?:sure|certainly|of\s+course|okay|ok|absolutely)\b\s*[!,.:]"
     r"|\b(?:in\s+)?this\s+(?:rewritten|revised|reworded|modified|new)\s+(?:version|problem|question)\b"
     r"|\b(?:rewritten|revised|reworded|modified)\s+(?:math\s+)?(?:problem|question|version)\s+(?:is|reads|would\s+be)\b"
-    r"|\bthe\s+original\s+(?:problem|question)\b|\bthe\s+(?:given\s+)?persona\b",
+    r"|\bthe\s+original\s+(?:problem|question)\b|\bthe\s+(?:given\s+)?persona\b"
+    r"|\b(?:problem|question)\s+(?:can|could)\s+be\s+(?:rewritten|rephrased|reworded|restated)\b"
+    # the task's own instructions echoed back ("Rewrite the problem so that…", "Do not solve the problem.")
+    r"|(?:^|\n|[.!:]\s+)(?:rewrite|rephrase|reword)\s+the\s+(?:following\s+)?(?:math\s+)?(?:problem|question)\b"
+    r"|\bdo\s+not\s+solve\s+(?:it|the\s+(?:problem|question))\b",
     re.I,
 )
 
@@ -106,6 +113,7 @@ _DERIVED_WORDS = (
 _META_WORDS = (
     "here", "below", "i have", "i've", "problem", "question", "version", "note", "i ", "sure", "certainly",
     "course", "okay", "ok", "absolutely", "this ", "original", "persona", "rewritten", "revised", "reworded",
+    "rewrite", "rephrase", "reword", "restated", "solve",
 )  # fmt: skip
 
 
