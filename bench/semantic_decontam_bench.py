@@ -185,11 +185,28 @@ def measure(args: argparse.Namespace) -> int:
         "both": round(float(np.mean(both)), 3),
         "top_candidate_is_the_source_item": round(float(np.mean(right)), 3),
     }
+    # The rows decontamination meets have passed a stage's question gates; an output that is an answer ("Toulouse
+    # has 80 sheep."), a worked solution or an echo of the prompt never becomes a question row. Recall on the
+    # outputs that are problems is the figure that matters; recall on every output is reported beside it.
+    from pipeline.quality import question_problems
+
+    texts = benchmark_texts(args.data)
+    not_a_problem = {"not_a_question", "contains_solution", "meta_text", "too_short"}
+    is_problem = [not not_a_problem & set(question_problems(p["paraphrase"], source=texts[p["item"]])) for p in paras]
+    problems = [i for i, ok in enumerate(is_problem) if ok]
+    report["recall"]["problems_only"] = {
+        "n": len(problems),
+        "ngram_minhash": round(float(np.mean([bool(ngram_hits[i]) for i in problems])), 3),
+        "semantic": round(float(np.mean([sem_hit[i] for i in problems])), 3),
+        "both": round(float(np.mean([both[i] for i in problems])), 3),
+        "missed_by_ngram_minhash": sum(1 for i in problems if not ngram_hits[i]),
+        "of_those_caught_by_semantic": sum(1 for i in problems if not ngram_hits[i] and sem_hit[i]),
+    }
     pos_scores = np.array([c.score if c else 0.0 for c in cands])
     report["missed"] = [
-        {"id": p["id"], "item": p["item"], "mode": p["mode"], "score": round(float(c.score), 3) if c else None,
+        {"id": p["id"], "item": p["item"], "mode": p["mode"], "problem": ok, "score": round(float(c.score), 3) if c else None,
          "cosine": round(float(c.cosine), 3) if c else None, "numbers": f"{c.shared}/{c.item_numbers}" if c else None}
-        for p, c, b in zip(paras, cands, both) if not b
+        for p, c, b, ok in zip(paras, cands, both, is_problem) if not b
     ]
 
     fp: dict[str, Any] = {}

@@ -52,6 +52,7 @@ from pipeline.dedup.decontam import (
     number_changes,
     number_hashes,
 )
+from pipeline.quality.numbers import CARDINAL_WORDS
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # packages that carry a model on PyPI, so a machine without hub access can pip-install it: id -> module
@@ -385,6 +386,13 @@ def top_k(queries: np.ndarray, keys: np.ndarray, k: int, chunk: int = 4096) -> t
     return scores, indices
 
 
+def row_number_tokens(text: str) -> list[str]:
+    """A row's tokens plus the digits of its one-word cardinals: a paraphrase that writes "three people" for
+    "3 people" still states the item's number (the item side keeps the digit tokens of its fingerprint)."""
+    toks = decontam_tokens(text)
+    return toks + [str(CARDINAL_WORDS[t]) for t in toks if t in CARDINAL_WORDS]
+
+
 def shared_numbers(row: np.ndarray, item: np.ndarray) -> int:
     """How many of the benchmark item's numbers (a sorted multiset) the row states too."""
     return max(len(row), len(item)) - number_changes(row, item)
@@ -493,7 +501,7 @@ class SemanticDecontaminator:
         if vectors is None:
             vectors = self.embedder.embed(texts, progress)
         scores, indices = top_k(vectors, self.bench.vectors, self.k)
-        row_numbers = number_hashes([decontam_tokens(t) for t in texts])
+        row_numbers = number_hashes([row_number_tokens(t) for t in texts])
         best: list[Candidate | None] = []
         for row in range(len(texts)):
             top: Candidate | None = None

@@ -32,6 +32,8 @@ _MULTIPLIERS = {
     "twice": 2, "double": 2, "doubled": 2, "doubles": 2, "doubling": 2, "thrice": 3, "triple": 3,
     "tripled": 3, "triples": 3, "tripling": 3, "quadruple": 4, "quadrupled": 4,
 }  # fmt: skip
+# one-word cardinals ("three", "twenty"), for callers that match numbers token by token
+CARDINAL_WORDS: dict[str, int] = dict(_UNITS)
 _CARDINAL = "|".join(sorted([*_UNITS, *_SCALES], key=len, reverse=True))
 _WORD_NUMBER = rf"(?:{_CARDINAL})(?:(?:[\s-]+|(?<=hundred)\s+and\s+|(?<=thousand)\s+and\s+)(?:{_CARDINAL}))*"
 _DENOM = "|".join(sorted(_DENOMINATORS, key=len, reverse=True))
