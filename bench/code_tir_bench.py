@@ -9,7 +9,12 @@ trajectory after the last one): each trajectory is ``calls`` turns of ``--turn-t
 the engine for the same first prompts with ``calls * turn_tokens`` tokens in one request each (``LLM.chat``). Runs alternate; the figure is the median
 ratio of completion tokens/s, sandbox latency included. Target: >= 0.8x.
 
-    .venv/bin/python bench/code_tir_bench.py [--trajectories 64] [--calls 4] [--turn-tokens 32] [--rounds 3]
+``--turn-tokens`` takes several values (a sweep in one run, one engine). After the rounds, the bench also measures
+what the sandbox itself costs while the engine works: the latency of one sandbox call (the snippet above) with
+the engine idle, and while the engine generates a batch of ``--trajectories`` sequences in another thread, the
+situation of every code_tir call on a CPU engine.
+
+    .venv/bin/python bench/code_tir_bench.py [--trajectories 64] [--calls 4] [--turn-tokens 32 128] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trajectories", type=int, default=64)
     ap.add_argument("--calls", type=int, default=4)
-    ap.add_argument("--turn-tokens", type=int, default=32)
+    ap.add_argument("--turn-tokens", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-only", action="store_true", help="only the sandbox latency figures (no rounds)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mathaug-tir-bench-"))
@@ -57,7 +63,6 @@ def main() -> None:
     llm = get_engine(config)
     questions = [f"A farmer has {i + 3} cows and buys {2 * i + 1} more each week for {i % 7 + 2} weeks. "
                  "How many cows?" for i in range(args.trajectories)]
-    total_tokens = args.calls * args.turn_tokens
 
     class AlwaysCode(code_tir._Runner):
         """Every turn ends in a code block until `calls` are made (the random model writes none)."""
@@ -65,8 +70,8 @@ def main() -> None:
         def code_in(self, turn: str, finish: str) -> str | None:
             return SNIPPET
 
-    def stage_run(round_no: int) -> tuple[float, int, float]:
-        params = code_tir.Params(max_calls=args.calls, max_tokens=args.turn_tokens, temperature=1.0,
+    def stage_run(round_no: int, turn_tokens: int) -> tuple[float, int, float]:
+        params = code_tir.Params(max_calls=args.calls, max_tokens=turn_tokens, temperature=1.0,
                                  sandbox={"timeout_s": 5, "workers": 2}, parallel=8, require_code=False)
         funnel = Funnel()
         with ModelPool({"teacher": config}) as pool:  # no cache: every turn is generated
@@ -81,7 +86,7 @@ def main() -> None:
         calls = sum(t.calls for t in trajs)
         return funnel.get("code_tir", "tokens_out") / seconds, calls, seconds
 
-    def raw_run(round_no: int) -> tuple[float, float]:
+    def raw_run(round_no: int, total_tokens: int) -> tuple[float, float]:
         template = code_tir.Params().templates.tora
         from pipeline.llm.templates import load_template
 
@@ -94,22 +99,76 @@ def main() -> None:
         seconds = time.perf_counter() - started
         return sum(len(o.outputs[0].token_ids) for o in outs) / seconds, seconds
 
-    stage_run(0)  # warm the engine and the sandbox's imports
-    ratios, stage_tps, raw_tps, calls = [], [], [], 0
-    for r in range(1, args.rounds + 1):
-        raw, _ = raw_run(r)
-        ours, calls, _ = stage_run(r)
-        raw_tps.append(raw)
-        stage_tps.append(ours)
-        ratios.append(ours / raw)
-        print(f"round {r}: raw {raw:,.0f} tok/s, code_tir {ours:,.0f} tok/s ({calls} sandbox calls), "
-              f"ratio {ours / raw:.2f}", file=sys.stderr)
+    if not args.latency_only:
+        stage_run(0, args.turn_tokens[0])  # warm the engine and the sandbox's imports
+    sweep = []
+    for turn_tokens in [] if args.latency_only else args.turn_tokens:
+        ratios, stage_tps, raw_tps, calls = [], [], [], 0
+        for r in range(1, args.rounds + 1):
+            raw, _ = raw_run(r, args.calls * turn_tokens)
+            ours, calls, _ = stage_run(r, turn_tokens)
+            raw_tps.append(raw)
+            stage_tps.append(ours)
+            ratios.append(ours / raw)
+            print(f"turn {turn_tokens} tokens, round {r}: raw {raw:,.0f} tok/s, code_tir {ours:,.0f} tok/s "
+                  f"({calls} sandbox calls), ratio {ours / raw:.2f}", file=sys.stderr)
+        sweep.append({
+            "turn_tokens": turn_tokens, "raw_tokens_per_s": round(statistics.median(raw_tps)),
+            "code_tir_tokens_per_s": round(statistics.median(stage_tps)),
+            "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
+            "sandbox_calls_per_run": calls,
+        })
     print(json.dumps({
-        "trajectories": args.trajectories, "calls_per_trajectory": args.calls, "turn_tokens": args.turn_tokens,
-        "raw_tokens_per_s": round(statistics.median(raw_tps)), "code_tir_tokens_per_s": round(statistics.median(stage_tps)),
-        "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
-        "sandbox_calls_per_run": calls,
+        "trajectories": args.trajectories, "calls_per_trajectory": args.calls, "sweep": sweep,
+        "sandbox_call_latency_ms": sandbox_latency(llm, args.trajectories),
     }, indent=2))
+
+
+def sandbox_latency(llm: object, batch: int, calls: int = 60) -> dict[str, dict[str, float]]:
+    """One sandbox call at a time (p50 / p90 / max, ms): engine idle; two plain CPU-bound processes running (the
+    same CPU demand without the engine: is it CPU share?); the engine generating ``batch`` sequences."""
+    import subprocess
+    import threading
+
+    from vllm import SamplingParams
+
+    from pipeline.sandbox import Sandbox, SandboxConfig
+
+    def measure(sandbox: Sandbox) -> dict[str, float]:
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            sandbox.run(SNIPPET)
+            times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        return {"p50": round(times[calls // 2], 1), "p90": round(times[9 * calls // 10], 1), "max": round(times[-1], 1)}
+
+    out = {}
+    with Sandbox(SandboxConfig(workers=2)) as sandbox:
+        sandbox.run("print(1)")
+        out["engine_idle"] = measure(sandbox)
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        try:
+            time.sleep(1)
+            out["two_cpu_bound_processes"] = measure(sandbox)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        stop = threading.Event()
+
+        def generate() -> None:
+            prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(batch)]
+            while not stop.is_set():
+                llm.chat(prompts, SamplingParams(max_tokens=256, ignore_eos=True), use_tqdm=False)
+
+        busy = threading.Thread(target=generate, daemon=True)
+        busy.start()
+        time.sleep(2)
+        out[f"engine_generating_{batch}_sequences"] = measure(sandbox)
+        stop.set()
+        busy.join()
+    return out
 
 
 if __name__ == "__main__":
