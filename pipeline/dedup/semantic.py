@@ -13,7 +13,8 @@ those tiers let through:
    wording with other numbers is a different one. The score of a candidate is its cosine plus
    ``NUMBERS_BONUS`` when the row states every number of the benchmark item, minus ``NUMBERS_PENALTY`` times the
    fraction of the item's numbers the row lacks. A fraction, not a count: real paraphrases lose a number or two
-   to rewording ("three times" for "3 times", "$1.5" for "$1.50"), while a number variant changes most of them.
+   to rewording ("$1.5" for "$1.50"), while a number variant changes most of them. A row's one-word cardinals
+   count as digits ("three people" states the item's "3 people"; ``row_number_tokens``).
    Items without numbers keep their cosine. Tuned on GSM8K/MATH train (negatives) and real-model paraphrases
    (``bench/semantic_decontam_bench.py``).
 3. **Decision.** ``score >= threshold`` flags the row. With a judge (a model of the recipe), scores in
