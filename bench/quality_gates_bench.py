@@ -110,6 +110,12 @@ def main() -> None:
                           reasons_text(per_reason)))  # fmt: skip
             if label == "all":
                 shown += [(f"{name} solution: {r}", e) for r, ex in examples.items() for e in ex[: args.show]]
+        # as if the model had been shown the answer (a cot_length rewrite): only answer_not_derived is new
+        k, per_reason, examples = rejects(rows, lambda r: [x for x in solution_problems(
+            r["solution"], question=r["question"], answer_shown=True) if x == "answer_not_derived"])
+        table.append((f"answer_not_derived on {name} reference solutions (all), as if the answer was shown",
+                      rate(k, len(rows)), reasons_text(per_reason)))  # fmt: skip
+        shown += [(f"{name} solution, answer shown: {r}", e) for r, ex in examples.items() for e in ex[: args.show]]
 
     def generated(row: dict) -> list[str]:
         return question_problems(row["question"], answer=row["answer"])

@@ -45,7 +45,8 @@ def _question(row: dict) -> list[str]:
 
 
 def _solution(row: dict) -> list[str]:
-    return solution_problems(row["solution"], question=row.get("question"), prompt=row.get("prompt"))
+    return solution_problems(row["solution"], question=row.get("question"), prompt=row.get("prompt"),
+                             answer_shown=row.get("answer_shown", False))
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
@@ -269,10 +270,26 @@ def test_a_final_answer_given_by_the_caller_is_not_extracted_again():
         final = extract_answer(row["solution"])
         if final is not None:
             assert solution_problems(
-                row["solution"], question=row["question"], prompt=row.get("prompt"), final_answer=final
+                row["solution"], question=row["question"], prompt=row.get("prompt"), final_answer=final,
+                answer_shown=row.get("answer_shown", False),
             ) == _solution(row)
     text = "Large: 2 × 16 = 32. Small: 2 × 8 = 16. Total: 32 + 16 = 48.\n\nThe final answer is \\boxed{48}."
     assert solution_problems(text, final_answer="40") == ["answer_contradicts_work"]
+
+
+def test_a_model_shown_the_answer_must_reach_it():
+    pasted = "Divide the total gold by the 8 hours.\n\nTherefore, Jim finds \\boxed{25} gold per hour."
+    assert solution_problems(pasted, answer_shown=True) == ["answer_not_derived"]
+    assert solution_problems(pasted) == []  # not shown the answer: nothing to copy
+    listed = "1. Add the pencils.\n2. Multiply by the price.\n3. Convert to dollars.\n\nSolution: \\boxed{2}"
+    assert solution_problems(listed, answer_shown=True) == ["answer_not_derived"]  # "2." is a list marker
+    for derived in (
+        "10 pencils cost 20 * 10 = 200 cents, that is 2 dollars.\nThe final answer is \\boxed{2}.",
+        "Expanding gives $16 + k = 144$, so $k = \\boxed{128}$.",
+        "The four smallest even numbers are 2, 4, 6 and 8, and their average is $\\boxed{5}$.",
+        "There are 3 + 2 = 5 marbles and 3 are red, so the probability is 3/5.\nThe final answer is \\boxed{\\frac{3}{5}}.",
+    ):
+        assert solution_problems(derived, answer_shown=True) == [], derived
 
 
 def test_a_revision_is_one_answer():

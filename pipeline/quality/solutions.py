@@ -24,6 +24,7 @@ SOLUTION_REASONS = (
     "empty_reasoning",
     "several_answers",
     "answer_contradicts_work",
+    "answer_not_derived",
 )
 
 ECHO_SHARE = 0.8  # share of the solution's word 3-grams found in the prompt/question that makes it an echo
@@ -210,6 +211,34 @@ def _contradicts_work(text: str, final: str, start: int) -> bool:
     return computed is not None and not any(_consistent(value, v) for v in stated)
 
 
+_INLINE_BOX_RE = re.compile(
+    r"(?:[=<>]|\\(?:in|equiv|approx|cong|le|ge|leq|geq)|\b(?:is|are|was|were|be|equals|of|solutions?|roots?)\b)"
+    r"[\s$\\\[(]*$",
+    re.I,
+)
+_ANSWER_PHRASE_RE = re.compile(r"\banswer\s*(?:is|:)?\s*\$*\s*$|(?:^|\n)\s*[*_#]*\s*solution\s*[*_]*\s*:\s*\$*\s*$", re.I)
+_LIST_MARKER_RE = re.compile(r"(?m)^\s*(?:step\s*)?\d+[.)]\s")
+
+
+def _derives(text: str, final: str, start: int) -> bool:
+    """The working reaches the answer it boxes. Shown the answer, a weak model writes steps that never arrive
+    at it and then boxes it ("Therefore, Jim finds \\boxed{25} gold per hour" with 25 nowhere before): the box is
+    copied from the prompt. Derived: the box ends a statement of its own ("= \\boxed{128}", "their average is
+    \\boxed{5}", not "the answer is" / "Solution:"), or the answer's value already appears in the working
+    (numbered-list markers aside). Numeric answers only."""
+    before = text[max(0, start - 40) : start]  # `start`: where the final answer is committed to
+    if _INLINE_BOX_RE.search(before) and not _ANSWER_PHRASE_RE.search(before):
+        return True
+    value = number_value(final)
+    if value is not None:
+        reasoning = _LIST_MARKER_RE.sub(" ", _reasoning(text[:start]))
+        if any(_consistent(value, Fraction(v)) for q in quantities(reasoning) for v in q.values):
+            return True
+        stated = (number_value(r.group(1).replace(" ", "")) for r in _RESULT_RE.finditer(reasoning))  # "is 3/5"
+        return any(v is not None and _consistent(value, v) for v in stated)
+    return True  # an expression, an interval, a choice: its derivation is not checked (written too many ways)
+
+
 def _reasoning(text: str) -> str:
     """The solution without its boxes and answer phrases: what is left to show the work."""
     spans = [(b.start, b.end) for b in _boxes(text)[0]]
@@ -249,11 +278,14 @@ def solution_problems(
     prompt: str | None = None,
     min_reasoning_chars: int = 30,
     final_answer: str | None = None,
+    answer_shown: bool = False,
 ) -> list[str]:
     """Why a sampled solution is unusable ([] when usable); the first reason is the main one.
 
     `question` / `prompt`: what the model was given (an echo of them is not a solution). `final_answer`: the
     answer `extract_answer(solution)` gave, when the caller has it already (saves extracting it twice).
+    `answer_shown`: the prompt gave the model the answer (a rewrite of a known solution), so its working must
+    reach that answer itself (``answer_not_derived`` otherwise).
     """
     if not isinstance(solution, str):
         raise TypeError(f"solution must be str, got {type(solution).__name__}")
@@ -272,4 +304,6 @@ def solution_problems(
             found.add("several_answers")
         elif _contradicts_work(solution, final, start):
             found.add("answer_contradicts_work")
+    if answer_shown and final is not None and not _derives(solution, final, located[0] if located else len(solution)):
+        found.add("answer_not_derived")
     return [r for r in SOLUTION_REASONS if r in found]

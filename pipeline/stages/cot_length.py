@@ -37,7 +37,7 @@ from pipeline.stages.llm_step import Candidate, LLMParams, LLMStep, generator, s
 from pipeline.verify import answers_match, extract_answer
 
 NAME = "cot_length"
-VERSION = "1"
+VERSION = "2"
 ROLES = {"teacher": "rewrites or compresses the solution", "solver": "confirms the answer without seeing it"}
 OUTPUT = "solutions"
 VERIFIER = "gold (shown) + solution gates, optionally solver agreement"
@@ -177,7 +177,8 @@ def run(records: list[dict[str, Any]], params: Params, ctx: StageContext) -> lis
         answer = extract_answer(text)
         if answer is None:
             return "no_answer"
-        problems = solution_problems(text, question=c.parent["question"])
+        # the teacher is shown the answer (and, for compress, the solution): its working must reach it
+        problems = solution_problems(text, question=c.parent["question"], final_answer=answer, answer_shown=True)
         return problems[0] if problems else None
 
     for cand, comp in zip(cands, write(cands, variables, parse), strict=True):
