@@ -108,23 +108,30 @@ def token_counter(params: Params, model: Any) -> Any:
     return _server_tokenizer(base.rstrip("/"), model.model)
 
 
-def _server_tokenizer(base_url: str, model: str) -> Any:
+TOKENIZE_TIMEOUT_S = 600.0  # a one-request-at-a-time server (llama.cpp) answers /tokenize after its generation
+
+
+def _server_tokenizer(base_url: str, model: str, timeout: float = TOKENIZE_TIMEOUT_S) -> Any:
     import httpx
 
     root = base_url.removesuffix("/v1")
     for url, body in ((f"{root}/tokenize", {"model": model, "prompt": "probe"}),
                       (f"{root}/extras/tokenize", {"input": "probe"})):
         try:
-            if httpx.post(url, json=body, timeout=10).status_code == 200:
-                key = "prompt" if url.endswith("/tokenize") and "extras" not in url else "input"
-
-                def count(text: str, url: str = url, key: str = key) -> int:
-                    reply = httpx.post(url, json={"model": model, key: text}, timeout=30).json()
-                    return int(reply.get("count") or len(reply.get("tokens", [])))
-
-                return count
+            status = httpx.post(url, json=body, timeout=timeout).status_code
+        except httpx.TimeoutException as exc:  # busy, not absent: say so instead of "no endpoint"
+            raise TokenizerMissing(f"cot_length: {url} did not answer in {timeout:g}s") from exc
         except httpx.HTTPError:
             continue
+        if status == 200:
+            key = "prompt" if url.endswith("/tokenize") and "extras" not in url else "input"
+
+            @lru_cache(maxsize=4096)  # a reference solution is counted for each of its rewrites
+            def count(text: str, url: str = url, key: str = key) -> int:
+                reply = httpx.post(url, json={"model": model, key: text}, timeout=timeout).json()
+                return int(reply.get("count") or len(reply.get("tokens", [])))
+
+            return count
     raise TokenizerMissing(
         f"cot_length needs the model's tokenizer: {base_url} has no tokenize endpoint; set params.tokenizer to "
         "the model folder (tokenizer.json)"
