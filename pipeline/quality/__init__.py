@@ -6,8 +6,9 @@ answers, a box the working contradicts. These gates name such defects. They are 
 sympy): a stage calls them on every candidate and records the first reason as the rejection.
 
 - `question_problems(question, source=, answer=, keeps_quantities=)` -> reasons (`QUESTION_REASONS`)
-- `solution_problems(solution, question=, prompt=, final_answer=)` -> reasons (`SOLUTION_REASONS`); pass the
-  rendered prompt of a reflection as `prompt=`, so a copy of the wrong solution it was shown is an echo
+- `solution_problems(solution, question=, prompt=, final_answer=, answer_shown=)` -> reasons (`SOLUTION_REASONS`);
+  pass the rendered prompt of a reflection as `prompt=`, so a copy of the wrong solution it was shown is an echo;
+  `answer_shown=True` when the prompt gave the answer (its working must reach it: `answer_not_derived`)
 - `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`;
   `sample_answers(texts, asked)`: each sample's final answer, padded with None to the samples asked
 - `numbers_in(text)`: the numbers a rewrite must keep, digits and words ("three" -> "3")
