@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--turn-tokens", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-only", action="store_true", help="only the sandbox latency figures (no rounds)")
+    ap.add_argument("--sandbox-workers", type=int, default=code_tir_default_workers(),
+                    help="sandbox worker processes (default: the stage's own default)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mathaug-tir-bench-"))
@@ -72,7 +74,7 @@ def main() -> None:
 
     def stage_run(round_no: int, turn_tokens: int) -> tuple[float, int, float]:
         params = code_tir.Params(max_calls=args.calls, max_tokens=turn_tokens, temperature=1.0,
-                                 sandbox={"timeout_s": 5, "workers": 2}, parallel=8, require_code=False)
+                                 sandbox={"timeout_s": 5, "workers": args.sandbox_workers}, parallel=8, require_code=False)
         funnel = Funnel()
         with ModelPool({"teacher": config}) as pool:  # no cache: every turn is generated
             ctx = StageContext(stage="code_tir", seed=round_no, funnel=funnel,
@@ -119,9 +121,16 @@ def main() -> None:
             "sandbox_calls_per_run": calls,
         })
     print(json.dumps({
-        "trajectories": args.trajectories, "calls_per_trajectory": args.calls, "sweep": sweep,
+        "trajectories": args.trajectories, "calls_per_trajectory": args.calls, "sandbox_workers": args.sandbox_workers,
+        "sweep": sweep,
         "sandbox_call_latency_ms": sandbox_latency(llm, args.trajectories),
     }, indent=2))
+
+
+def code_tir_default_workers() -> int:
+    from pipeline.stages.code_tir import Params
+
+    return Params().sandbox.workers
 
 
 def sandbox_latency(llm: object, batch: int, calls: int = 60) -> dict[str, dict[str, float]]:
