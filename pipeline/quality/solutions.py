@@ -145,6 +145,11 @@ def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int,
     return not _revised_between(text, commitment.end(), start)
 
 
+def _result_value(match: re.Match[str]) -> Fraction | None:
+    """The value a ``_RESULT_RE`` match states ("= 1 200" -> 1200, "is 3/5" -> 3/5)."""
+    return number_value(match.group(1).replace(" ", ""))
+
+
 def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
     """The value the working ends on, and every value its last sentence states.
 
@@ -160,7 +165,7 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
     # "… = 60 people, since there are 2 sexes" / "since he shared 300, he got … = 220": a premise, not a result
     last_sentence = _REASON_CLAUSE_RE.sub(" ", last_sentence)
     results = list(_RESULT_RE.finditer(last_sentence))
-    stated = [v for v in (number_value(r.group(1).replace(" ", "")) for r in results) if v is not None]
+    stated = [v for v in map(_result_value, results) if v is not None]
     if not results:
         if not re.search(r"[.!?:\n]\s*$", before):
             return (
@@ -174,7 +179,7 @@ def _last_results(before: str) -> tuple[Fraction | None, list[Fraction]]:
         return None, stated  # more work follows the value: it is an intermediate step
     if len(_ASSIGNMENT_RE.findall(last_sentence)) > 1:
         return None, stated  # "a = 3 and b = 8": the answer may combine them
-    return number_value(results[-1].group(1).replace(" ", "")), stated
+    return _result_value(results[-1]), stated
 
 
 def _restated_result(sentence: str, earlier: list[str]) -> Fraction | None:
@@ -186,7 +191,7 @@ def _restated_result(sentence: str, earlier: list[str]) -> Fraction | None:
     (value,) = values
     for before in earlier:
         for result in _RESULT_RE.finditer(before):
-            if number_value(result.group(1).replace(" ", "")) == value:
+            if _result_value(result) == value:
                 return Fraction(value)
     return None
 
@@ -234,7 +239,7 @@ def _derives(text: str, final: str, start: int) -> bool:
         reasoning = _LIST_MARKER_RE.sub(" ", _reasoning(text[:start]))
         if any(_consistent(value, Fraction(v)) for q in quantities(reasoning) for v in q.values):
             return True
-        stated = (number_value(r.group(1).replace(" ", "")) for r in _RESULT_RE.finditer(reasoning))  # "is 3/5"
+        stated = map(_result_value, _RESULT_RE.finditer(reasoning))  # "is 3/5", which quantities() splits
         return any(v is not None and _consistent(value, v) for v in stated)
     return True  # an expression, an interval, a choice: its derivation is not checked (written too many ways)
 
