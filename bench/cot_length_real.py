@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+NO_ANSWER = {"no_answer", "truncated", "request_error"}  # rejections of a rewrite that gave no answer
+
 
 def rows(directory: Path) -> list[dict]:
     return [r for path in sorted(directory.glob("*.parquet")) for r in pq.read_table(path).to_pylist()]
@@ -49,7 +51,7 @@ def main() -> None:
         reason = (r["verification"]["detail"] or "unknown").split(":", 1)[0].split(" ", 1)[0] if stage_reject else None
         if reason is not None:
             rejected[reason] += 1
-        if not stage_reject or reason == "wrong_answer":
+        if reason not in NO_ANSWER:  # every other rejection judged an answer the rewrite gave
             answered += 1
         if not stage_reject:
             survived += 1
@@ -57,8 +59,9 @@ def main() -> None:
             by_source[source]["kept_by_selection"] += r["id"] in kept_ids
             per_tier[meta.get("tier") or "-"].append((meta["tokens_before"], meta["tokens_after"]))
     attempted = len(rewrites)
-    print(f"rewrites attempted {attempted}; verified (answer = gold, gates passed) {survived}; "
-          f"with an answer {answered}, of which the answer survived {survived}/{answered} "
+    matched = answered - rejected["wrong_answer"]
+    print(f"rewrites attempted {attempted}; with an answer {answered}; answer = gold {matched}/{answered}; "
+          f"verified (answer = gold, reached by the working, every gate passed) {survived}/{answered} "
           f"({survived / max(answered, 1):.0%})")
     print("rejected by the stage: " + ", ".join(f"{k} {v}" for k, v in rejected.most_common()))
     print("by source: " + "; ".join(f"{k}: {dict(v)}" for k, v in sorted(by_source.items())))
