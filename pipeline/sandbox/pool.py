@@ -24,9 +24,11 @@ import time
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.sandbox.cpus import CpuPlacement
 
 log = logging.getLogger("pipeline.sandbox")
 
@@ -71,6 +73,11 @@ class SandboxConfig(BaseModel):
     tmp_mb: int = Field(64, ge=1, description="size of the private /tmp working directory")
     preload: tuple[str, ...] = Field(
         ("math", "numpy", "sympy"), description="modules imported once per worker"
+    )
+    cpus: Literal["auto", "all"] | list[Annotated[int, Field(ge=0)]] = Field(
+        "auto",
+        description="CPUs snippets run on: auto = not the cores an in-process CPU engine pinned its threads to "
+        "(pipeline/sandbox/cpus.py), all = any, or a list of CPU ids",
     )
 
 
@@ -229,6 +236,7 @@ class Sandbox:
         self.busy: set[Worker] = set()
         self.closed = False
         self.owner_pid = os.getpid()
+        self.placement = CpuPlacement(self.config.cpus, WORKER_SCRIPT)
         self._mechanisms: dict | None = None
         atexit.register(_close_at_exit, weakref.ref(self))  # a weak reference: no sandbox is kept alive
 
@@ -299,6 +307,7 @@ class Sandbox:
             "file_bytes": cfg.tmp_mb * 1024 * 1024,
             "max_processes": cfg.max_processes + 1,  # the worker shares the snippet's uid
             "max_output_chars": cfg.max_output_chars,
+            "cpus": self.placement.current(),
         }
         started = time.monotonic()
         worker = self._acquire()

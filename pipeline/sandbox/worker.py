@@ -672,12 +672,24 @@ def wipe(workdir: str, keep: frozenset[str] = frozenset()) -> None:
             pass
 
 
+def _place(cpus: list[int] | None) -> None:
+    """Move the worker (and so the children it forks) to the CPUs the pool chose (pipeline/sandbox/cpus.py)."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        if os.sched_getaffinity(0) != set(cpus):
+            os.sched_setaffinity(0, cpus)
+    except OSError:  # e.g. a CPU taken offline or outside our cgroup: run where we are
+        pass
+
+
 def run_one(request: dict, proto_fds: list[int], devnull: int, workdir: str) -> dict:
     limit = int(request["max_output_chars"])
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     if not os.path.isdir(workdir):
         os.makedirs(workdir, exist_ok=True)
+    _place(request.get("cpus"))
     started = time.monotonic()
     child = os.fork()
     if child == 0:

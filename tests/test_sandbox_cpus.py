@@ -1,0 +1,90 @@
+"""Where snippets run: away from the cores an in-process CPU engine pinned (``SandboxConfig.cpus``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.sandbox import Sandbox, SandboxConfig
+from pipeline.sandbox.cpus import REFRESH_S, descendants, pinned_cpus
+from pipeline.sandbox.pool import WORKER_SCRIPT
+
+pytestmark = pytest.mark.timeout(180)
+
+AFFINITY = "import os\nprint(sorted(os.sched_getaffinity(0)))"
+TWO_CPUS = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+
+
+def test_pinned_cpus_counts_narrow_processes_but_not_sandbox_workers() -> None:
+    ours = {0, 1, 2, 3}
+    processes = [
+        ({0, 1}, "VLLM::Worker"),  # pinned by the engine: held
+        ({0, 1, 2, 3}, "VLLM::EngineCore"),  # floats: holds nothing
+        ({3}, f"python -I -B {WORKER_SCRIPT} {{...}}"),  # our own sandbox worker, narrowed by us: not counted
+        ({2, 9}, "other"),  # only the cores we have count
+    ]
+    assert pinned_cpus(ours, processes, WORKER_SCRIPT) == {0, 1, 2}
+    assert pinned_cpus(ours, [], WORKER_SCRIPT) == set()
+
+
+def test_descendants_finds_grandchildren() -> None:
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([p for p in descendants(child.pid)]) < 1:
+            time.sleep(0.05)
+        below = descendants(os.getpid())
+        assert child.pid in below
+        grandchildren = descendants(child.pid)
+        assert len(grandchildren) == 1 and grandchildren[0] in below
+    finally:
+        subprocess.run(["pkill", "-P", str(child.pid)], check=False)
+        child.kill()
+        child.wait()
+
+
+@TWO_CPUS
+def test_snippets_leave_the_cores_a_child_process_pinned() -> None:
+    """The engine's worker is a process we started that pinned itself: snippets move off its core, and back
+    once it is gone; ``all`` and an explicit list are obeyed."""
+    ours = sorted(os.sched_getaffinity(0))
+    engine_like = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.sched_setaffinity(engine_like.pid, {ours[0]})
+        with Sandbox(SandboxConfig(workers=1)) as auto, Sandbox(SandboxConfig(workers=1, cpus="all")) as anywhere:
+            assert auto.run(AFFINITY).output == str(ours[1:])
+            assert anywhere.run(AFFINITY).output == str(ours)
+            engine_like.kill()
+            engine_like.wait()
+            time.sleep(REFRESH_S + 0.2)
+            assert auto.run(AFFINITY).output == str(ours)  # widened again: nothing is pinned any more
+        with Sandbox(SandboxConfig(workers=1, cpus=[ours[-1]])) as chosen:
+            assert chosen.run(AFFINITY).output == str([ours[-1]])
+    finally:
+        engine_like.kill()
+        engine_like.wait()
+
+
+@pytest.mark.slow
+@TWO_CPUS
+def test_snippets_avoid_the_vllm_cpu_engines_pinned_cores(tiny_vllm_models: dict) -> None:
+    """On the real CPU engine: vLLM binds its worker's OpenMP threads ("auto"); no snippet shares those cores."""
+    engine_cores: set[int] = set()
+    for pid in descendants(os.getpid()):
+        try:
+            if "VLLM::Worker" in open(f"/proc/{pid}/comm").read() or "VLLM::Worker" in open(
+                f"/proc/{pid}/cmdline"
+            ).read():
+                engine_cores |= os.sched_getaffinity(pid)
+        except OSError:
+            continue
+    if not engine_cores or engine_cores >= os.sched_getaffinity(0):
+        pytest.skip("the engine pinned no core here")
+    with Sandbox(SandboxConfig(workers=1)) as sandbox:
+        cores = set(eval(sandbox.run(AFFINITY).output))  # noqa: S307 - a list of ints we printed
+    assert cores and not cores & engine_cores
