@@ -68,9 +68,12 @@ _COMPARATIVE_AFTER_RE = re.compile(
     re.I,
 )
 # It asks: a question mark, "what" / "how many", multiple-choice options, an imperative ("Find", "…, compute")
-# or an interrogative opening a sentence ("Which …", not the relative ", when Jolene was 15").
+# or an interrogative opening a sentence ("Which …", not the relative ", when Jolene was 15"). A "what" that only
+# compares ("twice as much as what Sara spent", "more than what", "half of what") is a relative, not a question:
+# an answer written as a statement passed with it (evolve, real model); an embedded "wondering what … is" asks.
 _ASKS_RE = re.compile(
-    r"\?|=\s*\$?\s*$|\bwhat\b|\bhow\s+(?:many|much|long|far|old|often|fast|tall|big)\b"
+    r"\?|=\s*\$?\s*$|(?<!\bas\s)(?<!\bthan\s)(?<!\bof\s)(?<!\btwice\s)(?<!\btimes\s)\bwhat\b"
+    r"|\bhow\s+(?:many|much|long|far|old|often|fast|tall|big)\b"
     r"|\(A\)[^\n]{0,400}?\(B\)"
     r"|(?:^|[.!:;,\n}\])$][\s$\\\])}]*|\b(?:please|then|now|and)\s+)(?:(?:completely|fully)\s+)?"
     r"(?:find|rewrite|remove|sum|compute|calculate|determine|evaluate|simplify|solve|express|show|prove|give|write"
