@@ -168,6 +168,29 @@ def test_teacher_answer_must_agree(server: ScriptedOpenAIServer) -> None:
     assert funnel.reasons("evolve") == {"teacher_disagrees": 1, "unchanged_question": 1}
 
 
+def test_backward_questions_never_mask_a_number_equal_to_the_answer() -> None:
+    """The backward question states the forward answer: masking a number equal to it lets a solver copy the
+    stated answer and match (a real model's kept row did). Such numbers are never masked; with no other number
+    the seed is rejected."""
+    from pipeline.stages.evolve import _candidates
+
+    benny = ("Benny bought 2 soft drinks for $4 each and 5 candy bars. He spent a total of 28 dollars. "
+             "How much did each candy bar cost?")
+    only = "A box holds 4 pens. How many pens are in the box?"
+    recs = [make_record(question=q, solution=None, answer="4", method="seed",
+                        source={"dataset": "test", "split": "train", "seed_id": f"s:{i}"},
+                        verification={"status": "gold", "method": "gold"}) for i, q in enumerate([benny, only])]
+    masked = set()
+    for seed in range(40):
+        funnel = Funnel()
+        ctx = StageContext(stage="evolve", seed=seed, funnel=funnel)
+        cands = _candidates(recs, Params(types=["fobar", "sv"], per_type=1), ctx)
+        masked |= {c.gold for c in cands}
+        assert all(c.parent["question"] == benny for c in cands)
+        assert funnel.reasons("evolve") == {"no_number_to_mask": 2}
+    assert masked == {"2", "5", "28"}
+
+
 def test_backward_questions_checked_against_the_masked_number(server: ScriptedOpenAIServer) -> None:
     from pipeline.stages.evolve import _candidates
 

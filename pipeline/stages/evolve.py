@@ -335,9 +335,14 @@ def _candidates(records: list[dict[str, Any]], params: Params, ctx: StageContext
 
 
 def _mask(cand: EvolveCandidate, rng: Any) -> bool:
-    """Mask one number of the parent's question as the unknown; the candidate's gold becomes that number."""
+    """Mask one number of the parent's question as the unknown; the candidate's gold becomes that number.
+
+    Never a number equal to the forward answer: the backward question states that answer, so a solver that copies
+    it would match the masked number without solving anything (seen on a real model: "... 5 candy bars. He spent a
+    total of 28 dollars ... the answer is 4, what is x?" with x = 4, kept on a solution that computed 7x = 28)."""
     question = cand.parent["question"]
-    choices = mask_choices(question)
+    forward = cand.gold or ""
+    choices = [c for c in mask_choices(question) if not (forward and answers_match(c[2].replace(",", ""), forward))]
     var = unknown_name(question)
     if not choices or var is None:
         return False
