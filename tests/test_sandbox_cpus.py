@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline.sandbox import Sandbox, SandboxConfig
-from pipeline.sandbox.cpus import REFRESH_S, descendants, pinned_cpus
+from pipeline.sandbox.cpus import descendants, pinned_cpus
 from pipeline.sandbox.pool import WORKER_SCRIPT
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,26 +50,47 @@ def test_descendants_finds_grandchildren() -> None:
         child.wait()
 
 
+# Run in a fresh process: in the test session a shared vLLM engine (other tests' fixture) may hold cores too.
+SCENARIO = """
+import json, os, subprocess, sys, time
+from pipeline.sandbox import Sandbox, SandboxConfig
+from pipeline.sandbox.cpus import REFRESH_S
+AFFINITY = "import os\\nprint(sorted(os.sched_getaffinity(0)))"
+ours = sorted(os.sched_getaffinity(0))
+out = {"ours": ours}
+engine_like = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+try:
+    os.sched_setaffinity(engine_like.pid, {ours[0]})
+    with Sandbox(SandboxConfig(workers=1)) as auto, Sandbox(SandboxConfig(workers=1, cpus="all")) as anywhere:
+        out["auto_pinned"] = auto.run(AFFINITY).output
+        out["all"] = anywhere.run(AFFINITY).output
+        engine_like.kill()
+        engine_like.wait()
+        time.sleep(REFRESH_S + 0.2)
+        out["auto_after"] = auto.run(AFFINITY).output
+    with Sandbox(SandboxConfig(workers=1, cpus=[ours[-1]])) as chosen:
+        out["chosen"] = chosen.run(AFFINITY).output
+finally:
+    engine_like.kill()
+    engine_like.wait()
+print(json.dumps(out))
+"""
+
+
 @TWO_CPUS
 def test_snippets_leave_the_cores_a_child_process_pinned() -> None:
     """The engine's worker is a process we started that pinned itself: snippets move off its core, and back
     once it is gone; ``all`` and an explicit list are obeyed."""
-    ours = sorted(os.sched_getaffinity(0))
-    engine_like = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        os.sched_setaffinity(engine_like.pid, {ours[0]})
-        with Sandbox(SandboxConfig(workers=1)) as auto, Sandbox(SandboxConfig(workers=1, cpus="all")) as anywhere:
-            assert auto.run(AFFINITY).output == str(ours[1:])
-            assert anywhere.run(AFFINITY).output == str(ours)
-            engine_like.kill()
-            engine_like.wait()
-            time.sleep(REFRESH_S + 0.2)
-            assert auto.run(AFFINITY).output == str(ours)  # widened again: nothing is pinned any more
-        with Sandbox(SandboxConfig(workers=1, cpus=[ours[-1]])) as chosen:
-            assert chosen.run(AFFINITY).output == str([ours[-1]])
-    finally:
-        engine_like.kill()
-        engine_like.wait()
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", SCENARIO], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = out["ours"]
+    assert out["auto_pinned"] == str(ours[1:])
+    assert out["all"] == str(ours)
+    assert out["auto_after"] == str(ours)  # widened again: nothing is pinned any more
+    assert out["chosen"] == str([ours[-1]])
 
 
 @pytest.mark.slow
