@@ -3,9 +3,9 @@
 Why: vLLM's CPU engine binds its worker's OpenMP threads to fixed cores (``VLLM_CPU_OMP_THREADS_BIND``, "auto"
 by default) and leaves the rest to its scheduler process and to us. An OpenMP step waits for its slowest thread,
 so a snippet that lands on a bound core stalls the whole engine step, and the snippet itself queues behind a
-thread that never yields: on 2 cores a 9 ms call took 50 ms (p50) to 1.5 s (p90), and the same call pinned to
-the unbound core took 9 ms (``bench/code_tir_bench.py``). On GPU engines nothing is pinned and this changes
-nothing.
+thread that never yields: on 2 cores a call that takes 9 ms idle had a p90 of 59-492 ms beside the generating
+engine on any core, 16-102 ms off the bound core (``bench/code_tir_bench.py``, ``bench/RESULTS.md``). On GPU
+engines nothing is pinned and this changes nothing.
 
 ``auto`` finds the pinned cores from the processes this process started (an engine's workers are its
 descendants): any descendant whose affinity is narrower than ours, other than sandbox workers and their
