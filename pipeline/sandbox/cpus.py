@@ -17,32 +17,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 REFRESH_S = 2.0  # an engine may start after the sandbox: look again at most this often
-
-
-def _ppid(stat: str) -> int:
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
-def descendants(root: int, proc: Path = Path("/proc")) -> list[int]:
-    """Process ids below ``root`` (children, their children, ...), read from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            children.setdefault(_ppid((entry / "stat").read_text()), []).append(int(entry.name))
-        except (OSError, ValueError, IndexError):  # exited while we looked
-            continue
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def pinned_cpus(ours: set[int], processes: Iterable[tuple[set[int], str]], skip_marker: str) -> set[int]:
@@ -64,12 +40,13 @@ def snippet_cpus(setting: str | list[int], skip_marker: str) -> list[int] | None
     if not isinstance(setting, str):
         chosen = set(setting) & ours
         return sorted(chosen) if chosen else None
+    import psutil
+
     processes = []
-    for pid in descendants(os.getpid()):
+    for proc in psutil.Process().children(recursive=True):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            processes.append((os.sched_getaffinity(pid), cmdline))
-        except OSError:  # exited, or not ours to inspect
+            processes.append((set(proc.cpu_affinity()), " ".join(proc.cmdline())))
+        except psutil.Error:  # exited, or not ours to inspect
             continue
     free = ours - pinned_cpus(ours, processes, skip_marker)
     return sorted(free or ours)  # a list even when nothing is pinned: workers narrowed earlier widen again
