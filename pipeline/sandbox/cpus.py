@@ -3,8 +3,8 @@
 Why: vLLM's CPU engine binds its worker's OpenMP threads to fixed cores (``VLLM_CPU_OMP_THREADS_BIND``, "auto"
 by default) and leaves the rest to its scheduler process and to us. An OpenMP step waits for its slowest thread,
 so a snippet that lands on a bound core stalls the whole engine step, and the snippet itself queues behind a
-thread that never yields: on 2 cores a call that takes 9 ms idle had a p90 of 59-492 ms beside the generating
-engine on any core, 19-102 ms off the bound core (``bench/code_tir_bench.py``, ``bench/RESULTS.md``). On GPU
+thread that never yields: on 2 cores a call that takes 9 ms idle had a p90 of 59-616 ms beside the generating
+engine on any core, 15-102 ms off the bound core (``bench/code_tir_bench.py``, ``bench/RESULTS.md``). On GPU
 engines nothing is pinned and this changes nothing.
 
 ``auto`` finds the pinned cores from the processes this process started (an engine's workers are its
