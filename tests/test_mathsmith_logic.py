@@ -244,3 +244,29 @@ def test_weakness_variants_from_the_failures_concepts(server: ScriptedOpenAIServ
     before = Params(**params).model_dump()["failures_sha256"]
     failures.write_text(failures.read_text() + json.dumps({"concepts": ["FEW concept"]}) + "\n")
     assert Params(**params).model_dump()["failures_sha256"] != before
+
+
+def test_agreement_on_yes_or_no_is_dropped(tmp_path: Path) -> None:
+    """Real model: three samples agreed on "\\text{Yes}" for "Determine if the sequence … is Cauchy". Samples agree
+    on a yes/no by chance, and the prompt asks for a number or an expression: dropped as yes_no_answer."""
+
+    def yes(body: dict[str, Any], i: int) -> str:
+        if body["messages"][-1]["content"].startswith("You are a creator"):
+            return scripted(body, i)
+        return ("Consecutive distances are below 1/2^i, so for m > n the triangle inequality bounds d(x_n, x_m) by "
+                "the tail of a geometric series, which tends to 0. So the sequence is Cauchy. \\boxed{\\text{Yes}}")
+
+    with ScriptedOpenAIServer(responder=yes) as srv:
+        rows, funnel, dropped = run_stage(srv, triggers(3), None, concepts=[str(bank_file(tmp_path))],
+                                          categories=["number"], concepts_per_problem=3)
+    assert rows == [] and funnel.get("mathsmith", "agreed") == 3 - funnel.reasons("mathsmith").get(
+        "generate_no_problem_tag", 0) - funnel.reasons("mathsmith").get("generate_too_few_features", 0)
+    assert funnel.reasons("mathsmith").get("yes_no_answer", 0) >= 1
+    assert all("a guess hits" in detail for _, reason, detail in dropped if reason == "yes_no_answer")
+
+
+def test_guessable_answers() -> None:
+    from pipeline.quality import guessable
+
+    assert all(guessable(a) for a in ("\\text{Yes}", "No", "TRUE", "\\textbf{False}.", "yes"))
+    assert not any(guessable(a) for a in ("1", "0", "\\text{Nope}", "yes and no", "x = 2"))

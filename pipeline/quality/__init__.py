@@ -10,7 +10,8 @@ sympy): a stage calls them on every candidate and records the first reason as th
   pass the rendered prompt of a reflection as `prompt=`, so a copy of the wrong solution it was shown is an echo;
   `answer_shown=True` when the prompt gave the answer (its working must reach it: `answer_not_derived`)
 - `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`;
-  `sample_answers(texts, asked)`: each sample's final answer, padded with None to the samples asked
+  `sample_answers(texts, asked)`: each sample's final answer, padded with None to the samples asked;
+  `guessable(answer)`: a yes/no or true/false answer, on which agreement is no evidence
 - `numbers_in(text)`: the numbers a rewrite must keep, digits and words ("three" -> "3")
 """
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 from .numbers import Quantity, number_value, numbers_in, quantities, values_in
 from .questions import QUESTION_REASONS, question_problems
 from .solutions import SOLUTION_REASONS, same_answer, solution_problems
-from .votes import agreement, sample_answers, votes
+from .votes import agreement, guessable, sample_answers, votes
 
 __all__ = [
     "QUESTION_REASONS",
     "SOLUTION_REASONS",
     "Quantity",
     "agreement",
+    "guessable",
     "number_value",
     "numbers_in",
     "quantities",

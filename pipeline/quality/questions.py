@@ -34,7 +34,7 @@ _CHAIN_RE = re.compile(
 )
 _EXAMPLE_RE = re.compile(r"\bfor\s+(?:example|instance)\b|\be\.g\.|\breminder\b|\bnotice\s+that\b", re.I)
 _SOLUTION_MARKER_RE = re.compile(
-    r"\\boxed|(?:^|\n)\s*####"
+    r"\\boxed|(?:^|\n)\s*####|<\s*/?\s*(?:answer|solution)\s*>"  # an <answer> block (MathSmith, real model)
     r"|(?:^|\n)\s*[*#_]*\s*(?:solution|step\s*\d+|final\s+answer|answer)\s*[*_]*\s*[:：]"
     r"|(?:^|\n)\s*(?:#+|\*\*)\s*(?:solution|step\s*\d+|final\s+answer|answer)\b"  # a heading
     r"|\b(?:the|final|correct)\s+answer\s+(?:is|would\s+be|=)\s*:?\s*[$\\]?\s*-?\d"
@@ -86,8 +86,10 @@ _ASKS_RE = re.compile(
 _META_RE = re.compile(
     r"\b(?:here(?:'s|\s+is|\s+are)|below\s+is|i\s+have|i've)\b[^.\n]{0,40}?\b(?:rewritten|revised|reworded|modified"
     r"|updated|adapted|new\s+version|version|new\s+problem|problem|question)\b"
-    r"|(?:^|\n)\s*[*#_]*\s*(?:(?:rewritten|revised|reworded|modified|updated|original|new|adapted|persona[- ]?based)"
-    r"\s+)?(?:math\s+|word\s+)?(?:problem|question|version)\s*[*_]*\s*[:：]"
+    # a label opening a line: "Rewritten problem:", "Problem statement:", "The problem statement is:" (MathSmith)
+    r"|(?:^|\n)\s*[*#_]*\s*(?:the\s+)?(?:(?:rewritten|revised|reworded|modified|updated|original|new|adapted"
+    r"|persona[- ]?based)\s+)?(?:math\s+|word\s+)?(?:problem|question|version)(?:\s+statement)?"
+    r"(?:\s+(?:is|reads|would\s+be))?\s*[*_]*\s*[:：]"
     r"|(?:^|\n)\s*(?:#+|\*\*)\s*(?:rewritten|revised|reworded|modified|updated|original|new|adapted)\s+"
     r"(?:math\s+|word\s+)?(?:problem|question|version)\b"  # a heading
     r"|\bnote\s*[:：][^\n]{0,160}?(?:\brewrit\w*|\boriginal\s+(?:problem|question)|\bpersona\b"

@@ -6,6 +6,8 @@ not 1 of 1.
 
 from __future__ import annotations
 
+import re
+
 from pipeline.verify import answers_match, extract_answer, majority
 
 
@@ -32,6 +34,16 @@ def agreement(answers: list[str | None], asked: int, min_agree: int | float) -> 
     ASKED (missing samples are padded as disagreeing). Otherwise as `pipeline.verify.majority`."""
     _check(answers, asked)
     return majority([*answers, *[None] * (asked - len(answers))], min_agree)
+
+
+_GUESSABLE = frozenset({"yes", "no", "true", "false"})
+
+
+def guessable(answer: str) -> bool:
+    """A yes/no or true/false answer: samples agree on it by chance half the time or more, so agreement on it is
+    no evidence that the problem was solved ("\\text{Yes}" counts)."""
+    text = re.sub(r"\\(?:text|textbf|mathrm)\s*\{([^{}]*)\}", r"\1", answer)
+    return re.sub(r"[^a-z]", "", text.lower()) in _GUESSABLE
 
 
 def sample_answers(texts: list[str | None], asked: int) -> list[str | None]:

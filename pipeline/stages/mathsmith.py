@@ -14,7 +14,8 @@ batches, resume, rounds and the request cache work as for every other stage. Per
 3. **Answers by agreement**: the solver answers ``samples`` (6) times; the problem is kept when at least
    ``min_agree`` (3) of the samples ASKED agree (``pipeline.quality.agreement``: a sample the server never sent, or
    one the solution gates rejected, counts against). The kept solution is an agreeing sample (the shortest, or a
-   seeded random one); the problem must not state the agreed answer.
+   seeded random one); the problem must not state the agreed answer, and an agreed yes/no or true/false is
+   dropped (``yes_no_answer``: samples agree on it by chance, and the prompt asks for a number or expression).
 4. **Difficulty**: the paper's reward signals per row, as compact JSON in ``difficulty``: ``r_len`` (mean solver
    tokens per sample / ``length_norm``), ``r_consist`` (agreeing share of the samples asked), ``r_format`` (0.7
    for both tags + 0.3 x the "Step k" score), ``score`` (r_format + 0.7 r_len + 0.3 r_consist) and
@@ -40,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from pipeline.quality import agreement, question_problems, sample_answers, solution_problems, votes
+from pipeline.quality import agreement, guessable, question_problems, sample_answers, solution_problems, votes
 from pipeline.records import make_record
 from pipeline.stages import StageContext
 from pipeline.stages.llm_step import Candidate, LLMParams, LLMStep, generator, stable_slot, usable_texts
@@ -396,6 +397,10 @@ def _solve(live: list[SmithCandidate], step: LLMStep[SmithCandidate], params: Pa
             continue
         ctx.funnel.add(ctx.stage, "agreed")
         cand.answer = top
+        if guessable(top):
+            cand.fail("yes_no_answer", f"the samples agree on {top!r}, which a guess hits half the time; the prompt "
+                                       "asks for a number or an expression")
+            continue
         if question_problems(cand.problem, answer=top):
             cand.fail("problem_leaks_answer", f"the problem states the agreed answer {top!r}")
             continue
