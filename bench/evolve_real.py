@@ -6,6 +6,11 @@
       .venv/bin/mathaug build recipes/evolve.yaml -o /tmp/evolve_real --limit 6
     .venv/bin/python bench/evolve_real.py /tmp/evolve_real [--show 20]
 
+Fewer steps, more kept rows (a weak solver solves few multi-step problems): `--prepare DIR` writes DIR/seeds.jsonl
+(the shipped sample's seeds after the first `--skip` (30) whose GSM8K solution has at most `--max-steps` (2)
+calculator annotations) and DIR/evolve.yaml (the shipped recipe reading them, `max_concurrency: 2`), then prints
+the build command; the fifth run in bench/RESULTS.md used it with `--limit 56`.
+
 Reads the build's output (data/ and dropped/): kept rows by `method_params.type`, the stage's rejected candidates
 (`dropped_by: stage:evolve`, reason = the first word of `verification.detail`) and later drops (verify, dedup).
 Prints a markdown table for bench/RESULTS.md and, with --show, kept rows to read.
@@ -56,13 +61,38 @@ def from_cache(out: Path, seeds_file: Path) -> None:
         print(f"| {kind} | " + ", ".join(f"{k} {v}" for k, v in verdicts[kind].most_common()) + " |")
 
 
+def prepare(directory: Path, seeds_file: Path, skip: int, max_steps: int) -> None:
+    """Write the short-solution seed subset and a copy of recipes/evolve.yaml that reads it."""
+    root = Path(__file__).resolve().parents[1]
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = seeds_file.read_text().splitlines()[skip:]
+    easy = [line for line in lines if json.loads(line)["answer"].count("<<") <= max_steps]
+    (directory / "seeds.jsonl").write_text("".join(line + "\n" for line in easy))
+    recipe = (root / "recipes" / "evolve.yaml").read_text()
+    recipe = recipe.replace("path: data/seeds/gsm8k_train_sample.jsonl", f"path: {(directory / 'seeds.jsonl').resolve()}")
+    (directory / "evolve.yaml").write_text(recipe.replace("max_concurrency: 64", "max_concurrency: 2"))
+    print(f"{len(easy)} of {len(lines)} seeds after the first {skip} have at most {max_steps} steps: "
+          f"{directory / 'seeds.jsonl'}\n"
+          f"MATHAUG_BACKEND=openai MATHAUG_BASE_URL=http://127.0.0.1:8011/v1 MATHAUG_MODEL=qwen2.5-coder-0.5b-instruct "
+          f'MATHAUG_EVOLVE_TYPES="[rephrase, fobar]" MATHAUG_SAMPLES=1 MATHAUG_MIN_AGREE=1 '
+          f"MATHAUG_REWRITE_MAX_TOKENS=320 MATHAUG_MAX_TOKENS=384 \\\n"
+          f"  .venv/bin/mathaug build {directory / 'evolve.yaml'} -o OUT --direct --limit 56\n"
+          f"then: .venv/bin/python bench/evolve_real.py OUT --seeds {directory / 'seeds.jsonl'} --show 20")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("out", type=Path)
+    ap.add_argument("out", type=Path, help="the build's output directory (with --prepare: where to write)")
     ap.add_argument("--show", type=int, default=0)
     ap.add_argument("--cache", action="store_true", help="judge the cached rewrites (the build need not be done)")
     ap.add_argument("--seeds", type=Path, default=Path("data/seeds/gsm8k_train_sample.jsonl"))
+    ap.add_argument("--prepare", action="store_true", help="write OUT/seeds.jsonl and OUT/evolve.yaml (see above)")
+    ap.add_argument("--skip", type=int, default=30)
+    ap.add_argument("--max-steps", type=int, default=2)
     args = ap.parse_args()
+    if args.prepare:
+        prepare(args.out, args.seeds, args.skip, args.max_steps)
+        return
     if args.cache:
         from_cache(args.out, args.seeds)
         return

@@ -221,3 +221,46 @@ def test_server_ignoring_n_and_rerun_from_cache(tmp_path: Path) -> None:
         assert len(srv.received) == sent  # the rerun reached the server not once
         assert [r["id"] for r in again] == [r["id"] for r in rows]
         assert funnel2.get("evolve", "requests") == 0 and funnel2.get("evolve", "cache_hits") > 0
+
+
+def test_backward_solution_with_a_false_equation_is_refused() -> None:
+    """Real model (FOBAR, x = 6): "(x + 10) = 2x + 10 … 10 = x", then "2x + 10 = 22, x = 6" boxed the masked
+    number. x is known, so an equation false at x refuses the sample; agreement then fails."""
+    from pipeline.stages.evolve import _candidates
+
+    for cand in _candidates(seeds(), Params(types=["fobar"]), StageContext(stage="evolve", seed=0)):
+        _MASKS[cand.masked] = cand.gold
+
+    def sloppy(body: dict[str, Any], i: int) -> str:
+        user = parse_user(body)
+        if "unknown variable" in user:
+            answer = next(v for m, v in _MASKS.items() if split_question_sentence(m)[0] in user)
+            return (f"Working backwards, the total gives \\( x + 1 = {answer} \\), and solving it, "
+                    f"the unknown is {answer}. \\boxed{{{answer}}}")
+        return responder(body, i)
+
+    with ScriptedOpenAIServer(responder=sloppy) as srv:
+        rows, funnel, dropped = _run(srv, None, types=["fobar"], samples=2)
+    assert rows == [] and {reason for reason, _, _ in dropped} == {"no_agreement"}
+    assert funnel.to_dict()["evolve"]["malformed:solve_false_equation"] >= 2
+
+
+def test_false_equations_on_real_solutions() -> None:
+    from pipeline.quality import false_equations
+
+    noah = ("3. **Set up the equation**: \\((x + 10) = 2x + 10\\)\n4. **Solve for \\(x\\)**: Subtract \\(x\\) ...:\n"
+            "   \\[\n   10 = x\n   \\]\n5. ... \\(2x + 10 = 22\\) and solve for \\(x\\):\n   \\[\n   2x = 22 - 10\n"
+            "   \\]\n   \\[\n   x = \\frac{12}{2}\n   \\]\nTherefore, the value of unknown variable \\(x\\) is \\(\\boxed{6}\\).")
+    assert false_equations(noah, "x", "6") == ["(x + 10) = 2x + 10", "10 = x"]
+    missy = ("   \\[\n   x \\times 28 + 10 = 150\n   \\]\n4. ... subtracting 10 from both sides:\n   \\[\n"
+             "   x \\times 28 - 10 = 140\n   \\]\n5. ...\n   \\[\n   x = \\frac{140}{28}\n   \\]")
+    assert false_equations(missy, "x", "5") == ["x \\times 28 - 10 = 140"]
+    trash = ("the number of trash cans paid for is \\( x + 2x = 3x \\). ...\n\\[ 3x = 42 \\]\n"
+             "\\[ x = \\frac{42}{3} = 14 \\]\n```python\nx = total_trash_cans_paid_for / 3\nprint(x)\n```\n"
+             "```output\n14.0\n```\nThe value of unknown variable \\( x \\) is \\(\\boxed{14}\\).")
+    assert false_equations(trash, "x", "14") == []
+    assert false_equations(trash.replace("3x = 42", "3x = 43"), "x", "14") == ["3x = 43"]
+    # skipped, not judged: text, another unknown, an approximation, units; rounding after "=" is forgiven
+    assert false_equations("\\[ \\text{Tom} = x \\times 12 \\] \\[ y = x + 1 \\] \\[ x \\approx 4 \\]", "x", "3") == []
+    assert false_equations("\\( x = \\frac{14}{3} = 4.67 \\)", "x", "14/3") == []
+    assert false_equations("2 x 3 = 6", "x", "oops") == []  # a value that is no number: nothing to check

@@ -12,11 +12,14 @@ sympy): a stage calls them on every candidate and records the first reason as th
 - `votes(answers, target, asked)` -> (asked, received, agreeing); `agreement(answers, asked, min_agree)`;
   `sample_answers(texts, asked)`: each sample's final answer, padded with None to the samples asked;
   `guessable(answer)`: a yes/no or true/false answer, on which agreement is no evidence
+- `false_equations(solution, var, value)`: the equations that mention `var` and are false at its known value
+  (backward questions: x is the masked number)
 - `numbers_in(text)`: the numbers a rewrite must keep, digits and words ("three" -> "3")
 """
 
 from __future__ import annotations
 
+from .equations import false_equations
 from .numbers import Quantity, number_value, numbers_in, quantities, values_in
 from .questions import QUESTION_REASONS, question_problems
 from .solutions import SOLUTION_REASONS, same_answer, solution_problems
@@ -27,6 +30,7 @@ __all__ = [
     "SOLUTION_REASONS",
     "Quantity",
     "agreement",
+    "false_equations",
     "guessable",
     "number_value",
     "numbers_in",

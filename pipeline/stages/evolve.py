@@ -19,7 +19,9 @@ How each row's answer is trusted:
 - backward (``fobar``, ``sv``): one number of the question is masked as ``x`` (code, not the model), the forward
   answer is stated (FOBAR: MetaMath's "If we know the answer ... is A, what is the value of unknown variable
   x?"; SV: the teacher turns the question sentence and A into a statement) and the agreed answer must be the
-  masked number.
+  masked number, and every equation in a solution that mentions ``x`` must hold at that number
+  (``pipeline.quality.false_equations``: a real weak solver wrote "(x + 10) = 2x + 10 … 10 = x" and still boxed
+  the right x; such a sample is refused as ``solve_false_equation`` and counts against agreement).
 
 Every rewritten question passes the shared gates (``pipeline.quality.question_problems``: asks something, no
 worked solution or leaked answer, no meta text, not a near-copy of its parent; rephrase also keeps every quantity)
@@ -37,7 +39,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.quality import agreement, question_problems, solution_problems, values_in, votes
+from pipeline.quality import (
+    agreement,
+    false_equations,
+    question_problems,
+    solution_problems,
+    values_in,
+    votes,
+)
 from pipeline.records import derive, make_record
 from pipeline.stages import StageContext
 from pipeline.stages.fobar import fobar_question, mask_span, unknown_name
@@ -301,7 +310,11 @@ def _solution_check(cand: EvolveCandidate, text: str, finish: str) -> str | None
     if extract_answer(text) is None:
         return "solve_no_answer"
     problems = solution_problems(text, question=cand.question)
-    return f"solve_{problems[0]}" if problems else None
+    if problems:
+        return f"solve_{problems[0]}"
+    if cand.kind == "backward" and cand.gold is not None and false_equations(text, cand.var, cand.gold):
+        return "solve_false_equation"  # x is known (the masked number): a wrong step that still lands on it
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ the stage
