@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.funnel import Funnel  # noqa: E402
+from pipeline.quality import false_equations  # noqa: E402
 from pipeline.records import make_record  # noqa: E402
 from pipeline.stages import StageContext  # noqa: E402
 from pipeline.stages.fobar import Params, run  # noqa: E402
@@ -153,6 +154,18 @@ def main() -> None:
           f" / {reasons.get('inverse_mismatch', 0)} |")
     print(f"| audit failures (independent recomputation) | {sum(failures.values())} {dict(failures)} |")
     print(f"| stage CPU (main process; sympy in the worker) | {cpu:.1f} s |")
+    # the check evolve runs on a solver's FOBAR/SV solution (x known), here on these exact worked solutions: a flag
+    # would be a false reject of a right solution
+    flagged = sum(bool(false_equations(r["solution"], "x", r["answer"])) for r in rows)
+    print(f"| worked solutions flagged by `pipeline.quality.false_equations` (false rejects) | {flagged} of {len(rows):,} |")
+    mutated = caught = 0  # sensitivity: the same solutions with the stated answer A written as A + 1 in "= A"
+    for r in rows:
+        forward = problems[r["parent_ids"][0]][1].rsplit("####", 1)[1].strip().replace(",", "")
+        wrong = re.sub(rf"= {re.escape(forward)}$", f"= {Fraction(forward) + 1}", r["solution"], flags=re.M)
+        if wrong != r["solution"]:
+            mutated += 1
+            caught += bool(false_equations(wrong, "x", r["answer"]))
+    print(f"| the same with A written as A + 1 after '=' (a wrong step), flagged | {caught} of {mutated:,} |")
     print("\nproblems not linked, by symbolic's reason:", dict(Counter(seed_reasons).most_common(8)))
     if not args.write_sample:
         return
