@@ -244,6 +244,16 @@ def test_backward_solution_with_a_false_equation_is_refused() -> None:
     assert rows == [] and {reason for reason, _, _ in dropped} == {"no_agreement"}
     assert funnel.to_dict()["evolve"]["malformed:solve_false_equation"] >= 2
 
+    def wrong(body: dict[str, Any], i: int) -> str:  # a wrong x is wrong_answer, not re-asked as a false equation
+        if "unknown variable" in parse_user(body):
+            return "Working backwards, \\( x + 1 = 100 \\), so the unknown is 99. \\boxed{99}"
+        return responder(body, i)
+
+    with ScriptedOpenAIServer(responder=wrong) as srv:
+        rows, funnel, dropped = _run(srv, None, types=["fobar"], samples=2)
+    assert rows == [] and {reason for reason, _, _ in dropped} == {"wrong_answer"}
+    assert "malformed:solve_false_equation" not in funnel.to_dict()["evolve"]
+
 
 def test_false_equations_on_real_solutions() -> None:
     from pipeline.quality import false_equations

@@ -21,7 +21,7 @@ How each row's answer is trusted:
   x?"; SV: the teacher turns the question sentence and A into a statement) and the agreed answer must be the
   masked number, and every equation in a solution that mentions ``x`` must hold at that number
   (``pipeline.quality.false_equations``: a real weak solver wrote "(x + 10) = 2x + 10 … 10 = x" and still boxed
-  the right x; such a sample is refused as ``solve_false_equation`` and counts against agreement).
+  the right x; such a sample is refused as ``solve_false_equation``, re-asked once, and counts against agreement).
 
 Every rewritten question passes the shared gates (``pipeline.quality.question_problems``: asks something, no
 worked solution or leaked answer, no meta text, not a near-copy of its parent; rephrase also keeps every quantity)
@@ -307,13 +307,17 @@ def _statement_problem(cand: EvolveCandidate, statement: str) -> str | None:
 def _solution_check(cand: EvolveCandidate, text: str, finish: str) -> str | None:
     if finish == "length":
         return "solve_truncated"
-    if extract_answer(text) is None:
+    answer = extract_answer(text)
+    if answer is None:
         return "solve_no_answer"
     problems = solution_problems(text, question=cand.question)
     if problems:
         return f"solve_{problems[0]}"
-    if cand.kind == "backward" and cand.gold is not None and false_equations(text, cand.var, cand.gold):
-        return "solve_false_equation"  # x is known (the masked number): a wrong step that still lands on it
+    if cand.kind == "backward" and cand.gold is not None and answers_match(answer, cand.gold) \
+            and false_equations(text, cand.var, cand.gold):
+        # x is known (the masked number): a wrong step that still lands on it. A wrong answer is left to
+        # agreement (wrong_answer), not re-asked.
+        return "solve_false_equation"
     return None
 
 
