@@ -15,7 +15,7 @@ from pipeline.verify.compare import Judge
 from pipeline.verify.core import parsed_gold
 from pipeline.verify.extract import _REVISION_RE, _boxes
 
-from .numbers import number_value, quantities
+from .numbers import number_value, quantities, values_in
 from .text import last_match, sentences, shingles
 
 SOLUTION_REASONS = (
@@ -123,9 +123,28 @@ def _sentence_start(text: str, pos: int) -> int:
     return boundary.end() if boundary else window
 
 
-def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int, int, str]]) -> bool:
+_GIVEN_ANSWER_RE = re.compile(r"\banswer\b[^.?!\n]{0,60}?\b(?:is|was|=)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)", re.I)
+
+
+_UNKNOWN_RE = re.compile(r"\bunknown\s+variable\s+([a-zA-Z])\b")
+
+
+def _restates_given(previous: str, question: str) -> bool:
+    """A backward question (FOBAR, SV) gives the forward answer and names its unknown: "the answer is 150" or
+    "this answer is equal to x × 28 + 10" restates what it gave, not a second answer."""
+    given = {v for m in _GIVEN_ANSWER_RE.finditer(question) if (v := number_value(m.group(1))) is not None}
+    if given and values_in(previous) & given:
+        return True
+    unknown = _UNKNOWN_RE.search(question)
+    return unknown is not None and re.search(rf"(?<![a-zA-Z\\]){unknown.group(1)}(?![a-zA-Z])", previous) is not None
+
+
+def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int, int, str]],
+                     question: str | None = None) -> bool:
     """An earlier committed answer (a box, "####", "the answer is", "Answer:") that differs from the final one
-    and is not revised ("wait", "actually", "mistake") before it."""
+    and is not revised ("wait", "actually", "mistake") before it. A backward question states an answer itself
+    and its unknown ("If we know the answer to the above question is 150, what is the value of unknown variable
+    x?"): restating that answer, or an expression in x, is no second answer."""
     for _b_start, b_end, value in earlier:
         if _differs(value, final) and not _revised_between(text, b_end, start):
             return True
@@ -141,6 +160,8 @@ def _several_answers(text: str, final: str, start: int, earlier: list[tuple[int,
     if previous is not None:  # "The answer is therefore 3."
         previous = re.sub(r"^(?:therefore|thus|hence|so|then|clearly)\s+", "", previous, flags=re.I)
     if previous is None or not re.search(r"[\d\\$]", previous) or not _differs(previous, final):
+        return False
+    if question is not None and _restates_given(previous, question):
         return False
     return not _revised_between(text, commitment.end(), start)
 
@@ -305,7 +326,7 @@ def solution_problems(
     located = _final_commitment(solution, final) if final is not None else None
     if final is not None and located is not None:
         start, _end, earlier = located
-        if _several_answers(solution, final, start, earlier):
+        if _several_answers(solution, final, start, earlier, question):
             found.add("several_answers")
         elif _contradicts_work(solution, final, start):
             found.add("answer_contradicts_work")
