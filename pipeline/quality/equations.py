@@ -16,7 +16,7 @@ import re
 from fractions import Fraction
 
 from pipeline.verify.evaluate import exact
-from pipeline.verify.parse import parse_answer
+from pipeline.verify.parse import has_symbols, parse_answer
 
 _MATH_RE = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)|\$([^$\n]+?)\$", re.S)
 _FORMULA_LINE_RE = re.compile(r"^[\s\d.,xX+\-*/×÷−·=()]+$")
@@ -46,7 +46,7 @@ def _value(side: str, env: dict[str, Fraction]) -> tuple[Fraction | None, bool]:
         return None, False
     if not isinstance(value, Fraction):
         return None, False
-    return value, bool(re.search(r"(?<![A-Za-z\\])" + re.escape(next(iter(env))) + r"(?![A-Za-z])", side))
+    return value, has_symbols(node)  # the evaluator knows only the unknown: any symbol left is it
 
 
 def _differ(a: Fraction, b: Fraction) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from pipeline.verify import answers_match, extract_answer, majority
+from pipeline.verify.normalize import text_key
 
 
 def _check(answers: list[str | None], asked: int) -> None:
@@ -42,8 +43,7 @@ _GUESSABLE = frozenset({"yes", "no", "true", "false"})
 def guessable(answer: str) -> bool:
     """A yes/no or true/false answer: samples agree on it by chance half the time or more, so agreement on it is
     no evidence that the problem was solved ("\\text{Yes}" counts)."""
-    text = re.sub(r"\\(?:text|textbf|mathrm)\s*\{([^{}]*)\}", r"\1", answer)
-    return re.sub(r"[^a-z]", "", text.lower()) in _GUESSABLE
+    return re.sub(r"\d", "", text_key(answer)) in _GUESSABLE
 
 
 def sample_answers(texts: list[str | None], asked: int) -> list[str | None]:
